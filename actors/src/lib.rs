@@ -1,0 +1,9 @@
+//! Cube's library: the domain and one module per actor.
+//!
+//! - [`task`]: the task, its event envelope and the state machine (no I/O).
+//! - [`node`]: a worker node as the manager knows it.
+//! - [`store`]: the store actor, in memory or durable on LMDB.
+
+pub mod node;
+pub mod store;
+pub mod task;

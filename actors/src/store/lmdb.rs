@@ -1,0 +1,198 @@
+//! The durable backend: one LMDB environment per data directory, through heed.
+//!
+//! Architecture invariant: this is the only module that uses heed.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use heed::types::{Bytes, Str};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
+
+use super::{Backend, StoreError, Table, WriteOp};
+
+/// The version of the on-disk layout. A data directory of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The key in the `meta` database that holds [`FORMAT_VERSION`].
+const VERSION_KEY: &str = "format_version";
+
+type Db = Database<'static, Str, Bytes>;
+
+/// An open LMDB environment with one database per table plus `meta`.
+pub(crate) struct LmdbBackend {
+    env: Env,
+    path: PathBuf,
+    meta: Db,
+    tables: [Db; 3],
+}
+
+impl LmdbBackend {
+    /// Opens (creating if needed) the store in `dir`.
+    pub(crate) fn open(dir: &Path, map_size: usize) -> Result<LmdbBackend, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| open_err(format!("cannot create the data directory: {e}")))?;
+        } else if !dir.is_dir() {
+            return Err(open_err("not a directory".into()));
+        }
+        // SAFETY: LMDB maps the data file into memory; modifying it from outside while it is open
+        // is undefined behaviour. Cube owns its data directory and opens it once per process.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .map_size(map_size)
+                .max_dbs(8)
+                .open(dir)
+        }
+        .map_err(|e| open_err(describe(e)))?;
+        for file in ["data.mdb", "lock.mdb"] {
+            let file = dir.join(file);
+            if file.exists() {
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| open_err(format!("cannot restrict {}: {e}", file.display())))?;
+            }
+        }
+        let wtxn = env.write_txn().map_err(|e| open_err(describe(e)))?;
+        let (meta, tables) = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+                let meta: Database<Str, Bytes> = opener.create_database(wtxn, Some("meta"))?;
+                let mut tables = Vec::new();
+                for table in Table::ALL {
+                    tables.push(opener.create_database::<Str, Bytes>(wtxn, Some(table.name()))?);
+                }
+                let tables: [_; 3] = tables.try_into().expect("three tables");
+                Ok(CommitOrAbort::<_, ()>::Commit((meta, tables)))
+            })
+            .map_err(|e| open_err(describe(e)))?
+            .unwrap_commit();
+        let backend = LmdbBackend {
+            env,
+            path: dir.to_path_buf(),
+            meta,
+            tables,
+        };
+        backend.check_version()?;
+        Ok(backend)
+    }
+
+    /// Writes the format version into a new store, or checks the one found.
+    fn check_version(&self) -> Result<(), StoreError> {
+        let rtxn = self.env.read_txn().map_err(|e| self.fail("read", e))?;
+        let found = self
+            .meta
+            .get(&rtxn, VERSION_KEY)
+            .map_err(|e| self.fail("read", e))?
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        drop(rtxn);
+        match found {
+            Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
+            Some(found) => Err(StoreError::Version {
+                path: self.path.clone(),
+                found,
+                expected: FORMAT_VERSION,
+            }),
+            None => self.set_version(&FORMAT_VERSION.to_string()),
+        }
+    }
+
+    fn set_version(&self, version: &str) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(|e| self.fail("write", e))?;
+        self.meta
+            .put(&mut wtxn, VERSION_KEY, version.as_bytes())
+            .map_err(|e| self.fail("write", e))?;
+        wtxn.commit().map_err(|e| self.fail("commit", e))
+    }
+
+    fn db(&self, table: Table) -> Db {
+        match table {
+            Table::Tasks => self.tables[0],
+            Table::Events => self.tables[1],
+            Table::Nodes => self.tables[2],
+        }
+    }
+
+    fn fail(&self, operation: &'static str, e: heed::Error) -> StoreError {
+        StoreError::Backend {
+            operation,
+            reason: format!("{} (store at {})", describe(e), self.path.display()),
+        }
+    }
+}
+
+/// heed's errors, in words a user can act on.
+fn describe(e: heed::Error) -> String {
+    match e {
+        heed::Error::Mdb(heed::MdbError::Invalid) => {
+            "the data file is not an LMDB file (corrupt, or written by something else)".into()
+        }
+        heed::Error::Mdb(heed::MdbError::VersionMismatch) => {
+            "the data file was written by an incompatible LMDB version".into()
+        }
+        heed::Error::Mdb(heed::MdbError::Corrupted) => "the data file is corrupt".into(),
+        heed::Error::Mdb(heed::MdbError::MapFull) => "the store is full: raise its map size".into(),
+        heed::Error::EnvAlreadyOpened => "the store is already open in this process".into(),
+        other => other.to_string(),
+    }
+}
+
+impl Backend for LmdbBackend {
+    fn apply(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(|e| self.fail("write", e))?;
+        for op in ops {
+            match op {
+                WriteOp::Put { table, key, value } => self.db(*table).put(&mut wtxn, key, value),
+                WriteOp::Delete { table, key } => self.db(*table).delete(&mut wtxn, key).map(drop),
+            }
+            .map_err(|e| self.fail("write", e))?;
+        }
+        wtxn.commit().map_err(|e| self.fail("commit", e))
+    }
+
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(|e| self.fail("read", e))?;
+        let value = self
+            .db(table)
+            .get(&rtxn, key)
+            .map_err(|e| self.fail("read", e))?;
+        Ok(value.map(<[u8]>::to_vec))
+    }
+
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(|e| self.fail("read", e))?;
+        let iter = self
+            .db(table)
+            .iter(&rtxn)
+            .map_err(|e| self.fail("read", e))?;
+        iter.map(|item| {
+            item.map(|(k, v)| (k.to_string(), v.to_vec()))
+                .map_err(|e| self.fail("read", e))
+        })
+        .collect()
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        let rtxn = self.env.read_txn().map_err(|e| self.fail("read", e))?;
+        self.db(table).len(&rtxn).map_err(|e| self.fail("read", e))
+    }
+
+    fn wait_closed(&self) -> Box<dyn FnOnce() + Send> {
+        let closing = self.env.clone().prepare_for_closing();
+        Box::new(move || closing.wait())
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn set_version_for_test(dir: &Path, version: &str) {
+    let backend = LmdbBackend::open(dir, 1 << 24).unwrap();
+    backend.set_version(version).unwrap();
+    let wait = backend.wait_closed();
+    drop(backend);
+    wait();
+}

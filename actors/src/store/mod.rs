@@ -1,0 +1,502 @@
+//! The store actor: tasks, task events and nodes, kept in memory or durably in LMDB.
+//!
+//! Callers send typed messages (`Put`, `Get`, `List`, `Count`, `Delete`) for any [`Record`]. Both
+//! backends sit behind one [`Backend`] interface and hold JSON bytes, so a record read back from
+//! either is the record that was written.
+//!
+//! **Writes are group-committed.** Every write goes to one writer thread, which drains whatever
+//! writes are waiting, applies them in one transaction, commits, and only then answers each caller.
+//! A caller never hears "ok" before its write is durable, and a burst of concurrent writers costs
+//! one commit (one fsync) rather than one each.
+//!
+//! **LMDB calls never run on the async executor**: writes run on the writer thread, reads on
+//! tokio's blocking pool.
+
+mod lmdb;
+mod memory;
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+pub use lmdb::FORMAT_VERSION;
+
+/// The most writes one commit takes; more wait for the next commit.
+const MAX_BATCH: usize = 4096;
+
+/// How many writes may wait for the writer thread before senders wait in turn.
+const WRITE_QUEUE: usize = 16 * 1024;
+
+/// What can go wrong in the store. Every variant carries text rather than a source error so that
+/// one failed commit can be reported to every caller whose write it held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory or its files could not be opened.
+    #[error("cannot open the store at {path}: {reason}")]
+    Open {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The data directory was written by another version of Cube's store format.
+    #[error(
+        "the store at {path} has format version {found}, this cube reads version {expected}; use a data directory of this version or move this one aside"
+    )]
+    Version {
+        /// The data directory.
+        path: PathBuf,
+        /// The version found on disk.
+        found: String,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// A stored value does not decode as the record it should be.
+    #[error("corrupt {table} record `{key}` in the store: {reason}")]
+    Corrupt {
+        /// The table.
+        table: Table,
+        /// The record's key.
+        key: String,
+        /// The decoding error.
+        reason: String,
+    },
+    /// A read or a commit failed.
+    #[error("store {operation} failed: {reason}")]
+    Backend {
+        /// What was being done.
+        operation: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The store actor has stopped.
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<MailboxError> for StoreError {
+    fn from(_: MailboxError) -> Self {
+        StoreError::Closed
+    }
+}
+
+/// The tables of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Tasks, keyed by task id.
+    Tasks,
+    /// Task events, keyed by event id.
+    Events,
+    /// Nodes, keyed by node name.
+    Nodes,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::Tasks, Table::Events, Table::Nodes];
+
+    /// The table's name (the LMDB database name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Tasks => "tasks",
+            Table::Events => "events",
+            Table::Nodes => "nodes",
+        }
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A value kept in the store: it knows its table and its key.
+pub trait Record: Serialize + DeserializeOwned + Send + Unpin + 'static {
+    /// The table records of this type live in.
+    const TABLE: Table;
+    /// The record's key in its table.
+    fn key(&self) -> String;
+}
+
+impl Record for crate::task::Task {
+    const TABLE: Table = Table::Tasks;
+    fn key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Record for crate::task::TaskEvent {
+    const TABLE: Table = Table::Events;
+    fn key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Record for crate::node::Node {
+    const TABLE: Table = Table::Nodes;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// One change to the store, already encoded.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Put {
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: String,
+    },
+}
+
+/// Where the bytes live: the same interface for memory and LMDB.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Applies all `ops` in one transaction and makes them durable before returning.
+    fn apply(&self, ops: &[WriteOp]) -> Result<(), StoreError>;
+    /// The value under `key`.
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every `(key, value)` of `table`, in key order.
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The number of records in `table`.
+    fn count(&self, table: Table) -> Result<u64, StoreError>;
+    /// Waits until the backend's files are closed (after the last handle is dropped).
+    fn wait_closed(&self) -> Box<dyn FnOnce() + Send>;
+}
+
+/// A write waiting for its commit, with the caller to answer.
+struct PendingWrite {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Which backend a store uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Everything in memory; lost when the process ends.
+    Memory,
+    /// Durable, in an LMDB environment in this directory.
+    Lmdb {
+        /// The data directory (created 0700 if missing).
+        dir: PathBuf,
+        /// The largest the data file may grow to, in bytes (the file is sparse).
+        map_size: usize,
+    },
+}
+
+/// The store actor. Cheap to talk to from any actor; see the module docs for how it works.
+pub struct Store {
+    /// Reads go straight to the backend (on the blocking pool).
+    backend: Arc<dyn Backend>,
+    /// Writes go to the writer thread; dropping this ends the thread.
+    writes: mpsc::Sender<PendingWrite>,
+    /// How many commits the writer thread has made (each holding one or more writes).
+    commits: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Opens a store of `kind` and starts its actor. Must be called inside an actix system.
+    pub fn open(kind: &StoreKind) -> Result<Addr<Store>, StoreError> {
+        let backend: Arc<dyn Backend> = match kind {
+            StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
+            StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
+        };
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let writer_backend = Arc::clone(&backend);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = Arc::clone(&commits);
+        std::thread::Builder::new()
+            .name("cube-store-writer".into())
+            .spawn(move || write_loop(writer_backend, queue, &writer_commits))
+            .map_err(|e| StoreError::Open {
+                path: PathBuf::from("<writer thread>"),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            backend,
+            writes,
+            commits,
+        }
+        .start())
+    }
+
+    /// Opens an in-memory store.
+    pub fn memory() -> Addr<Store> {
+        Store::open(&StoreKind::Memory).expect("an in-memory store always opens")
+    }
+
+    /// Opens a durable store in `dir` with a 1 GiB map.
+    pub fn lmdb(dir: &Path) -> Result<Addr<Store>, StoreError> {
+        Store::open(&StoreKind::Lmdb {
+            dir: dir.to_path_buf(),
+            map_size: 1 << 30,
+        })
+    }
+}
+
+/// The writer thread: take every waiting write, commit them together, answer everyone.
+fn write_loop(
+    backend: Arc<dyn Backend>,
+    mut queue: mpsc::Receiver<PendingWrite>,
+    commits: &AtomicU64,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|w| (w.op, w.reply)).unzip();
+        let result = backend.apply(&ops);
+        commits.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            log::error!("store commit of {} writes failed: {e}", ops.len());
+        }
+        for reply in replies {
+            // A caller that gave up waiting is no reason to stop.
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+impl Actor for Store {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Store {
+    /// Queues `op` for the next commit and waits for it.
+    fn write(&self, op: WriteOp) -> ResponseFuture<Result<(), StoreError>> {
+        let writes = self.writes.clone();
+        Box::pin(async move {
+            let (reply, done) = oneshot::channel();
+            writes
+                .send(PendingWrite { op, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            done.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs a read on the blocking pool.
+    fn read<T, F>(&self, f: F) -> ResponseFuture<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    {
+        let backend = Arc::clone(&self.backend);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&*backend))
+                .await
+                .map_err(|e| StoreError::Backend {
+                    operation: "read",
+                    reason: e.to_string(),
+                })?
+        })
+    }
+}
+
+fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table: R::TABLE,
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Stores a record, replacing any with the same key. Answered once the write is committed.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Put<R: Record>(pub R);
+
+/// Handler for [`Put`].
+impl<R: Record> Handler<Put<R>> for Store {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, Put(record): Put<R>, _: &mut Context<Self>) -> Self::Result {
+        let op = match serde_json::to_vec(&record) {
+            Ok(value) => WriteOp::Put {
+                table: R::TABLE,
+                key: record.key(),
+                value,
+            },
+            Err(e) => {
+                let err = StoreError::Backend {
+                    operation: "encode",
+                    reason: e.to_string(),
+                };
+                return Box::pin(async move { Err(err) });
+            }
+        };
+        self.write(op)
+    }
+}
+
+/// Reads the record under a key.
+#[derive(Message)]
+#[rtype(result = "Result<Option<R>, StoreError>")]
+pub struct Get<R: Record> {
+    /// The key.
+    pub key: String,
+    _record: PhantomData<R>,
+}
+
+impl<R: Record> Get<R> {
+    /// Asks for the `R` stored under `key`.
+    pub fn new(key: impl ToString) -> Self {
+        Get {
+            key: key.to_string(),
+            _record: PhantomData,
+        }
+    }
+}
+
+/// Handler for [`Get`].
+impl<R: Record> Handler<Get<R>> for Store {
+    type Result = ResponseFuture<Result<Option<R>, StoreError>>;
+
+    fn handle(&mut self, msg: Get<R>, _: &mut Context<Self>) -> Self::Result {
+        self.read(move |backend| {
+            backend
+                .get(R::TABLE, &msg.key)?
+                .map(|bytes| decode(&msg.key, &bytes))
+                .transpose()
+        })
+    }
+}
+
+/// Reads every record of a type, in key order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<R>, StoreError>")]
+pub struct List<R: Record>(PhantomData<R>);
+
+impl<R: Record> Default for List<R> {
+    fn default() -> Self {
+        List(PhantomData)
+    }
+}
+
+impl<R: Record> List<R> {
+    /// Asks for every `R`.
+    pub fn all() -> Self {
+        Self::default()
+    }
+}
+
+/// Handler for [`List`].
+impl<R: Record> Handler<List<R>> for Store {
+    type Result = ResponseFuture<Result<Vec<R>, StoreError>>;
+
+    fn handle(&mut self, _: List<R>, _: &mut Context<Self>) -> Self::Result {
+        self.read(|backend| {
+            backend
+                .list(R::TABLE)?
+                .into_iter()
+                .map(|(key, bytes)| decode(&key, &bytes))
+                .collect()
+        })
+    }
+}
+
+/// Counts the records of a type.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct Count<R: Record>(PhantomData<R>);
+
+impl<R: Record> Count<R> {
+    /// Asks how many `R` there are.
+    pub fn all() -> Self {
+        Count(PhantomData)
+    }
+}
+
+/// Handler for [`Count`].
+impl<R: Record> Handler<Count<R>> for Store {
+    type Result = ResponseFuture<Result<u64, StoreError>>;
+
+    fn handle(&mut self, _: Count<R>, _: &mut Context<Self>) -> Self::Result {
+        self.read(|backend| backend.count(R::TABLE))
+    }
+}
+
+/// Removes the record under a key (nothing happens if there is none). Answered once committed.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Delete<R: Record> {
+    /// The key.
+    pub key: String,
+    _record: PhantomData<R>,
+}
+
+impl<R: Record> Delete<R> {
+    /// Asks to delete the `R` under `key`.
+    pub fn new(key: impl ToString) -> Self {
+        Delete {
+            key: key.to_string(),
+            _record: PhantomData,
+        }
+    }
+}
+
+/// Handler for [`Delete`].
+impl<R: Record> Handler<Delete<R>> for Store {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: Delete<R>, _: &mut Context<Self>) -> Self::Result {
+        self.write(WriteOp::Delete {
+            table: R::TABLE,
+            key: msg.key,
+        })
+    }
+}
+
+/// Stops the store, answering once its files are closed (so the directory can be opened again).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// Handler for [`Close`].
+impl Handler<Close> for Store {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
+        let wait = self.backend.wait_closed();
+        ctx.stop();
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(wait).await;
+        })
+    }
+}
+
+/// How many commits the store has made since it opened (each may hold many writes).
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct CommitCount;
+
+/// Handler for [`CommitCount`].
+impl Handler<CommitCount> for Store {
+    type Result = u64;
+
+    fn handle(&mut self, _: CommitCount, _: &mut Context<Self>) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! One suite, run against both backends, plus the LMDB-only cases (reopen, corruption, versions).
+
+use std::collections::BTreeSet;
+
+use futures_util::future::join_all;
+
+use super::*;
+use crate::task::{Task, TaskEvent, TaskState};
+
+fn task(i: usize) -> Task {
+    let mut t = Task::new(format!("task-{i}"), "cube/echo:latest");
+    t.memory = i as u64;
+    t
+}
+
+/// Put, get, list, count and delete behave the same on `store`, whatever its backend.
+async fn basic_suite(store: Addr<Store>) {
+    let a = task(1);
+    let b = task(2);
+    store.send(Put(a.clone())).await.unwrap().unwrap();
+    store.send(Put(b.clone())).await.unwrap().unwrap();
+    assert_eq!(
+        store.send(Get::<Task>::new(a.id)).await.unwrap().unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.send(Get::<Task>::new("nope")).await.unwrap().unwrap(),
+        None
+    );
+    assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 2);
+
+    let mut a2 = a.clone();
+    a2.transition(TaskState::Scheduled, "placed").unwrap();
+    store.send(Put(a2.clone())).await.unwrap().unwrap();
+    let listed = store.send(List::<Task>::all()).await.unwrap().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&a2) && listed.contains(&b));
+
+    // Tables are separate: an event does not show up among tasks.
+    let event = TaskEvent::run(a.clone());
+    store.send(Put(event.clone())).await.unwrap().unwrap();
+    assert_eq!(
+        store.send(List::<TaskEvent>::all()).await.unwrap().unwrap(),
+        vec![event]
+    );
+    assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 2);
+
+    store
+        .send(Delete::<Task>::new(a.id))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .send(Delete::<Task>::new("never-there"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.send(Get::<Task>::new(a.id)).await.unwrap().unwrap(),
+        None
+    );
+    assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 1);
+}
+
+/// 10,000 tasks written by concurrent callers are all answered, stored and listed,
+/// and they share commits rather than taking one each.
+async fn many_writers_suite(store: Addr<Store>) -> Vec<Task> {
+    let tasks: Vec<Task> = (0..10_000).map(task).collect();
+    let before = store.send(CommitCount).await.unwrap();
+    let results = join_all(tasks.iter().map(|t| store.send(Put(t.clone())))).await;
+    assert!(results.into_iter().all(|r| matches!(r, Ok(Ok(())))));
+    let commits = store.send(CommitCount).await.unwrap() - before;
+    assert!(
+        commits < 10_000,
+        "group commit should batch writes, made {commits} commits"
+    );
+    assert_eq!(
+        store.send(Count::<Task>::all()).await.unwrap().unwrap(),
+        10_000
+    );
+    let listed: BTreeSet<_> = store
+        .send(List::<Task>::all())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, tasks.iter().map(|t| t.id).collect());
+    tasks
+}
+
+#[actix_rt::test]
+async fn memory_backend_passes_the_basic_suite() {
+    basic_suite(Store::memory()).await;
+}
+
+#[actix_rt::test]
+async fn lmdb_backend_passes_the_basic_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    basic_suite(Store::lmdb(&dir.path().join("data")).unwrap()).await;
+}
+
+#[actix_rt::test]
+async fn memory_backend_takes_10k_concurrent_writes() {
+    many_writers_suite(Store::memory()).await;
+}
+
+#[actix_rt::test]
+async fn lmdb_backend_takes_10k_concurrent_writes_and_keeps_them_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let store = Store::lmdb(&path).unwrap();
+    let tasks = many_writers_suite(store.clone()).await;
+    store.send(Close).await.unwrap();
+
+    let store = Store::lmdb(&path).unwrap();
+    assert_eq!(
+        store.send(Count::<Task>::all()).await.unwrap().unwrap(),
+        10_000
+    );
+    for t in tasks.iter().step_by(997) {
+        assert_eq!(
+            store
+                .send(Get::<Task>::new(t.id))
+                .await
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            Some(t)
+        );
+    }
+    store.send(Close).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn lmdb_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("data");
+    let store = Store::lmdb(&path).unwrap();
+    store.send(Put(task(1))).await.unwrap().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o700);
+    assert_eq!(mode(&path.join("data.mdb")), 0o600);
+    store.send(Close).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_corrupt_data_file_is_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.mdb"), vec![0xA5u8; 64 * 1024]).unwrap();
+    let err = Store::lmdb(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("not an LMDB file"), "{message}");
+}
+
+#[actix_rt::test]
+async fn a_store_of_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    lmdb::set_version_for_test(dir.path(), "999");
+    let err = Store::lmdb(dir.path()).unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Version {
+            path: dir.path().to_path_buf(),
+            found: "999".into(),
+            expected: FORMAT_VERSION
+        }
+    );
+}
+
+#[actix_rt::test]
+async fn a_file_where_the_directory_should_be_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::lmdb(&file).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+}
+
+#[actix_rt::test]
+async fn a_record_that_does_not_decode_is_reported_as_corrupt() {
+    let store = Store::memory();
+    // A node stored under the tasks table's key space cannot be read back as a task.
+    store
+        .send(Put(event_as_task_shape()))
+        .await
+        .unwrap()
+        .unwrap();
+    let err = store.send(List::<Task>::all()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: Table::Tasks,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// A record type that lands in the tasks table but is not a task.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NotATask {
+    id: String,
+}
+
+impl Record for NotATask {
+    const TABLE: Table = Table::Tasks;
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+fn event_as_task_shape() -> NotATask {
+    NotATask { id: "x".into() }
+}
