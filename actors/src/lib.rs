@@ -4,6 +4,9 @@
 //! - [`node`]: a worker node as the manager knows it.
 //! - [`store`]: the store actor, in memory or durable on LMDB.
 
+pub mod metrics;
 pub mod node;
+pub mod runtime;
 pub mod store;
 pub mod task;
+pub mod worker;

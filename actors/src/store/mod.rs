@@ -30,9 +30,6 @@ pub use lmdb::FORMAT_VERSION;
 /// The most writes one commit takes; more wait for the next commit.
 const MAX_BATCH: usize = 4096;
 
-/// How many writes may wait for the writer thread before senders wait in turn.
-const WRITE_QUEUE: usize = 16 * 1024;
-
 /// What can go wrong in the store. Every variant carries text rather than a source error so that
 /// one failed commit can be reported to every caller whose write it held.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,8 +195,9 @@ pub enum StoreKind {
 pub struct Store {
     /// Reads go straight to the backend (on the blocking pool).
     backend: Arc<dyn Backend>,
-    /// Writes go to the writer thread; dropping this ends the thread.
-    writes: mpsc::Sender<PendingWrite>,
+    /// Writes go to the writer thread, in the order the actor received them; dropping this ends
+    /// the thread. The queue itself is unbounded: the actor's bounded mailbox is the back-pressure.
+    writes: mpsc::UnboundedSender<PendingWrite>,
     /// How many commits the writer thread has made (each holding one or more writes).
     commits: Arc<AtomicU64>,
 }
@@ -211,7 +209,7 @@ impl Store {
             StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
             StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
         };
-        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let (writes, queue) = mpsc::unbounded_channel();
         let writer_backend = Arc::clone(&backend);
         let commits = Arc::new(AtomicU64::new(0));
         let writer_commits = Arc::clone(&commits);
@@ -247,7 +245,7 @@ impl Store {
 /// The writer thread: take every waiting write, commit them together, answer everyone.
 fn write_loop(
     backend: Arc<dyn Backend>,
-    mut queue: mpsc::Receiver<PendingWrite>,
+    mut queue: mpsc::UnboundedReceiver<PendingWrite>,
     commits: &AtomicU64,
 ) {
     let mut batch = Vec::new();
@@ -281,15 +279,15 @@ impl Actor for Store {
 }
 
 impl Store {
-    /// Queues `op` for the next commit and waits for it.
+    /// Queues `op` for the next commit (now, so writes keep the order they arrived in) and
+    /// returns a future that waits for that commit.
     fn write(&self, op: WriteOp) -> ResponseFuture<Result<(), StoreError>> {
-        let writes = self.writes.clone();
+        let (reply, done) = oneshot::channel();
+        let queued = self.writes.send(PendingWrite { op, reply }).is_ok();
         Box::pin(async move {
-            let (reply, done) = oneshot::channel();
-            writes
-                .send(PendingWrite { op, reply })
-                .await
-                .map_err(|_| StoreError::Closed)?;
+            if !queued {
+                return Err(StoreError::Closed);
+            }
             done.await.map_err(|_| StoreError::Closed)?
         })
     }

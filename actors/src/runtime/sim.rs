@@ -1,0 +1,210 @@
+//! The simulated runtime: containers that exist only in this actor's memory.
+//!
+//! A simulated container "runs" until it is stopped, or until the exit its task asks for through
+//! `EXIT_CODE` / `EXIT_AFTER_MS` (the same variables the echo test program reads). A task with
+//! `SIM_START_ERROR=<text>` fails to start with that text. Ports are given out from a counter;
+//! nothing listens on them. When the runtime is given a set of known images, any other image is
+//! "not pullable", as on a node with no registry.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use actix::prelude::*;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{
+    ContainerExited, ContainerInfo, ContainerStatus, Inspect, ListManaged, Logs, ManagedContainer,
+    RuntimeError, Start, Stop, Watch, container_name, requested_exit,
+};
+use crate::task::{PortBinding, TaskId, parse_port_spec};
+
+/// One simulated container.
+struct SimContainer {
+    task_id: TaskId,
+    info: ContainerInfo,
+    logs: Vec<String>,
+}
+
+/// Runs tasks in memory.
+pub struct SimRuntime {
+    /// Every container, by id, until stopped.
+    containers: HashMap<String, SimContainer>,
+    /// Images that exist; `None` means every image exists.
+    known_images: Option<HashSet<String>>,
+    /// The next host port to hand out.
+    next_port: u16,
+    /// Who hears about containers that end on their own.
+    exits: Recipient<ContainerExited>,
+}
+
+impl SimRuntime {
+    /// A simulated runtime reporting exits to `exits`. With `known_images`, only those images exist.
+    pub fn new(exits: Recipient<ContainerExited>, known_images: Option<HashSet<String>>) -> Self {
+        SimRuntime {
+            containers: HashMap::new(),
+            known_images,
+            next_port: 40000,
+            exits,
+        }
+    }
+
+    fn port(&mut self) -> String {
+        let port = self.next_port;
+        self.next_port = if port == u16::MAX { 40000 } else { port + 1 };
+        port.to_string()
+    }
+}
+
+impl Actor for SimRuntime {
+    type Context = Context<Self>;
+}
+
+/// Handler for [`Start`].
+impl Handler<Start> for SimRuntime {
+    type Result = Result<ContainerInfo, RuntimeError>;
+
+    fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        let task = msg.task;
+        if let Some(known) = &self.known_images
+            && !known.contains(&task.image)
+        {
+            return Err(RuntimeError::ImageUnavailable {
+                image: task.image.clone(),
+                reason: "not on this node and the pull failed: no registry reachable (simulated)"
+                    .into(),
+            });
+        }
+        if let Some(reason) = task.env_var("SIM_START_ERROR") {
+            return Err(RuntimeError::Failed {
+                operation: "start container",
+                reason: reason.to_string(),
+            });
+        }
+        let mut host_ports = BTreeMap::new();
+        for spec in task.exposed_ports.keys() {
+            if parse_port_spec(spec).is_none() {
+                continue;
+            }
+            let host_port = match task.port_bindings.get(spec) {
+                Some(p) if !p.is_empty() => p.clone(),
+                _ => self.port(),
+            };
+            host_ports.insert(
+                spec.clone(),
+                vec![PortBinding {
+                    host_ip: "0.0.0.0".into(),
+                    host_port,
+                }],
+            );
+        }
+        let id = Uuid::new_v4().simple().to_string();
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: container_name(&task),
+            status: ContainerStatus::Running,
+            host_ports,
+            started_at: Some(Utc::now()),
+        };
+        if let Some((code, after)) = requested_exit(&task) {
+            let container_id = id.clone();
+            ctx.run_later(after, move |act, _| {
+                if let Some(c) = act.containers.get_mut(&container_id)
+                    && c.info.status == ContainerStatus::Running
+                {
+                    c.info.status = ContainerStatus::Exited {
+                        code,
+                        oom_killed: false,
+                        error: String::new(),
+                    };
+                    c.logs.push(format!("exiting with code {code} as asked"));
+                    act.exits.do_send(ContainerExited {
+                        task_id: c.task_id,
+                        container_id,
+                        status: c.info.status.clone(),
+                    });
+                }
+            });
+        }
+        self.containers.insert(
+            id,
+            SimContainer {
+                task_id: task.id,
+                info: info.clone(),
+                logs: vec![format!(
+                    "simulated container for task {} ({}) started",
+                    task.name, task.image
+                )],
+            },
+        );
+        Ok(info)
+    }
+}
+
+/// Handler for [`Stop`]: the container is gone at once.
+impl Handler<Stop> for SimRuntime {
+    type Result = Result<(), RuntimeError>;
+
+    fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
+        self.containers.remove(&msg.container_id);
+        Ok(())
+    }
+}
+
+/// Handler for [`Inspect`].
+impl Handler<Inspect> for SimRuntime {
+    type Result = Result<ContainerInfo, RuntimeError>;
+
+    fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
+        Ok(match self.containers.get(&msg.container_id) {
+            Some(c) => c.info.clone(),
+            None => ContainerInfo {
+                id: msg.container_id,
+                name: String::new(),
+                status: ContainerStatus::Missing,
+                host_ports: BTreeMap::new(),
+                started_at: None,
+            },
+        })
+    }
+}
+
+/// Handler for [`Logs`].
+impl Handler<Logs> for SimRuntime {
+    type Result = Result<String, RuntimeError>;
+
+    fn handle(&mut self, msg: Logs, _: &mut Context<Self>) -> Self::Result {
+        let c = self
+            .containers
+            .get(&msg.container_id)
+            .ok_or_else(|| RuntimeError::Failed {
+                operation: "read logs",
+                reason: format!("no such container: {}", msg.container_id),
+            })?;
+        let skip = c.logs.len().saturating_sub(msg.tail);
+        Ok(c.logs[skip..].iter().map(|l| format!("{l}\n")).collect())
+    }
+}
+
+/// Handler for [`ListManaged`].
+impl Handler<ListManaged> for SimRuntime {
+    type Result = Result<Vec<ManagedContainer>, RuntimeError>;
+
+    fn handle(&mut self, _: ListManaged, _: &mut Context<Self>) -> Self::Result {
+        Ok(self
+            .containers
+            .iter()
+            .map(|(id, c)| ManagedContainer {
+                id: id.clone(),
+                task_id: Some(c.task_id),
+                running: c.info.status == ContainerStatus::Running,
+            })
+            .collect())
+    }
+}
+
+/// Handler for [`Watch`]: simulated exits are always reported, so there is nothing to do.
+impl Handler<Watch> for SimRuntime {
+    type Result = ();
+
+    fn handle(&mut self, _: Watch, _: &mut Context<Self>) {}
+}

@@ -1,0 +1,63 @@
+//! The HTTP edge: actix-web routes that turn requests into actor messages.
+//!
+//! Architecture invariant: only this module knows HTTP. Every error leaves as a status code and a
+//! JSON body ([`ErrorBody`]); bodies over [`MAX_BODY`] are refused with 413.
+
+mod error;
+pub mod worker;
+
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use uuid::Uuid;
+
+pub use error::{ApiError, ErrorBody};
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// JSON extraction with a size limit and errors in the API's format.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY)
+        .content_type_required(false)
+        .error_handler(|err, _req| {
+            let api = match &err {
+                JsonPayloadError::Overflow { limit }
+                | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {limit} bytes"),
+                ),
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::bad_request(format!("invalid JSON body: {e}"))
+                }
+                other => ApiError::bad_request(format!("cannot read the request body: {other}")),
+            };
+            api.into()
+        })
+}
+
+/// Query-string extraction with errors in the API's format.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request(format!("invalid query string: {err}")).into()
+    })
+}
+
+/// Reads a task id from a path segment.
+pub fn parse_task_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{raw}` is not a task ID (a UUID such as 21b23589-5d2d-4731-b5c9-a97e9832d021)"
+        ))
+    })
+}
+
+/// The answer for a route that does not exist.
+pub async fn no_route(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
