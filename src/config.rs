@@ -45,6 +45,9 @@ pub struct WorkerSettings {
     pub runtime: RuntimeChoice,
     /// Host address task ports are published on.
     pub publish_ip: String,
+    /// With the sim runtime: the images the simulated node has (any other is "not pullable");
+    /// empty means every image exists.
+    pub sim_images: Vec<String>,
     /// Seconds a container gets to exit after SIGTERM.
     pub stop_timeout_secs: u64,
     /// Milliseconds between comparisons of the tasks with the runtime.
@@ -63,6 +66,7 @@ impl Default for WorkerSettings {
             store_map_size_mib: 1024,
             runtime: RuntimeChoice::Docker,
             publish_ip: "0.0.0.0".into(),
+            sim_images: Vec::new(),
             stop_timeout_secs: 10,
             reconcile_interval_ms: 2000,
             stats_interval_ms: 1000,

@@ -57,7 +57,9 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         RuntimeChoice::Docker => RuntimeKind::Docker {
             publish_ip: settings.publish_ip.clone(),
         },
-        RuntimeChoice::Sim => RuntimeKind::Sim { known_images: None },
+        RuntimeChoice::Sim => RuntimeKind::Sim {
+            known_images: (!settings.sim_images.is_empty()).then(|| settings.sim_images.clone()),
+        },
     };
     let config = WorkerConfig {
         name: name.clone(),

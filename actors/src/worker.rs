@@ -9,7 +9,7 @@
 //! On start, the worker reloads its tasks from the store: Scheduled tasks are started, Running
 //! tasks are looked up in the runtime and either watched again or marked as ended.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,7 +17,7 @@ use actix::prelude::*;
 use crate::metrics::{MetricsCollector, SetTaskCount};
 use crate::runtime::{
     ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, Logs,
-    RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
+    Ping, RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
 };
 use crate::store::{List, Put, Store, StoreError};
 use crate::task::{InvalidTask, InvalidTransition, Task, TaskId, TaskState};
@@ -104,6 +104,8 @@ pub struct Worker {
     tasks: HashMap<TaskId, Task>,
     /// Exits reported before the start that created the container was recorded.
     early_exits: HashMap<TaskId, ContainerExited>,
+    /// Tasks whose stop is under way: their container's exit is the stop, not an event.
+    stopping: HashSet<TaskId>,
 }
 
 impl Worker {
@@ -133,6 +135,7 @@ impl Worker {
                 metrics,
                 tasks,
                 early_exits: HashMap::new(),
+                stopping: HashSet::new(),
             }
         }))
     }
@@ -246,7 +249,10 @@ impl Worker {
             self.early_exits.insert(exit.task_id, exit);
             return;
         }
-        if task.state != TaskState::Running || task.container_id != exit.container_id {
+        if task.state != TaskState::Running
+            || task.container_id != exit.container_id
+            || self.stopping.contains(&exit.task_id)
+        {
             return;
         }
         let mut task = task.clone();
@@ -394,7 +400,9 @@ impl Actor for Worker {
 }
 
 /// Runs a task on this worker. Answered once the task is stored as Scheduled; the container
-/// starts right after. Submitting a task the worker already runs returns it unchanged.
+/// starts right after. Submitting a task the worker already runs returns it unchanged. While the
+/// container engine does not answer, new tasks are refused (and nothing is stored), so that the
+/// sender can place them elsewhere.
 #[derive(Message)]
 #[rtype(result = "Result<Task, WorkerError>")]
 pub struct RunTask(pub Task);
@@ -448,27 +456,29 @@ impl Handler<RunTask> for Worker {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let previous = self.tasks.insert(id, task.clone());
-        Box::pin(
-            self.persist(task)
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    match &res {
-                        Ok(_) => {
-                            act.report_count();
-                            act.launch(id, ctx);
-                        }
-                        Err(_) => match previous {
-                            Some(p) => {
-                                act.tasks.insert(id, p);
-                            }
-                            None => {
-                                act.tasks.remove(&id);
-                            }
-                        },
+        let runtime = self.runtime.clone();
+        let persist = self.persist(task);
+        let accept = async move {
+            runtime.send(Ping).await??;
+            persist.await
+        };
+        Box::pin(accept.into_actor(self).map(move |res, act, ctx| {
+            match &res {
+                Ok(_) => {
+                    act.report_count();
+                    act.launch(id, ctx);
+                }
+                Err(_) => match previous {
+                    Some(p) => {
+                        act.tasks.insert(id, p);
                     }
-                    res
-                }),
-        )
+                    None => {
+                        act.tasks.remove(&id);
+                    }
+                },
+            }
+            res
+        }))
     }
 }
 
@@ -495,6 +505,7 @@ impl Handler<StopTask> for Worker {
             .then(|| task.container_id.clone());
         let runtime = self.runtime.clone();
         let timeout = self.config.stop_timeout;
+        self.stopping.insert(id);
         let stop = async move {
             if let Some(container_id) = container {
                 runtime
@@ -507,6 +518,7 @@ impl Handler<StopTask> for Worker {
             Ok::<(), WorkerError>(())
         };
         Box::pin(stop.into_actor(self).then(move |res, act, _| {
+            act.stopping.remove(&id);
             let result = res.and_then(|()| {
                 let mut task = act
                     .tasks

@@ -27,8 +27,8 @@ use tokio::sync::Mutex;
 
 use super::{
     ContainerExited, ContainerInfo, ContainerStatus, Inspect, LABEL_MANAGED, LABEL_TASK_ID,
-    LABEL_TASK_NAME, LABEL_WORKER, ListManaged, Logs, ManagedContainer, RuntimeError, Start, Stop,
-    Watch, container_name,
+    LABEL_TASK_NAME, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, RuntimeError, Start,
+    Stop, Watch, container_name,
 };
 use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
@@ -323,6 +323,19 @@ impl Handler<Start> for DockerRuntime {
             let info = start(docker.clone(), msg.task, worker, publish_ip).await?;
             actix::spawn(watch(docker, task_id, info.id.clone(), exits));
             Ok(info)
+        })
+    }
+}
+
+/// Handler for [`Ping`].
+impl Handler<Ping> for DockerRuntime {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let client = self.client();
+        Box::pin(async move {
+            client.await?.ping().await.map_err(unavailable)?;
+            Ok(())
         })
     }
 }

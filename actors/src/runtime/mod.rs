@@ -175,6 +175,11 @@ pub struct Logs {
 #[rtype(result = "Result<Vec<ManagedContainer>, RuntimeError>")]
 pub struct ListManaged;
 
+/// Checks that the engine answers.
+#[derive(Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub struct Ping;
+
 /// Watches a running container and reports its exit (used again after a worker restart).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ContainerExited, ContainerInfo, ContainerStatus, Inspect, ListManaged, Logs, ManagedContainer,
-    RuntimeError, Start, Stop, Watch, container_name, requested_exit,
+    Ping, RuntimeError, Start, Stop, Watch, container_name, requested_exit,
 };
 use crate::task::{PortBinding, TaskId, parse_port_spec};
 
@@ -199,6 +199,15 @@ impl Handler<ListManaged> for SimRuntime {
                 running: c.info.status == ContainerStatus::Running,
             })
             .collect())
+    }
+}
+
+/// Handler for [`Ping`]: a simulated engine always answers.
+impl Handler<Ping> for SimRuntime {
+    type Result = Result<(), RuntimeError>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
     }
 }
 
