@@ -7,6 +7,7 @@
 pub mod metrics;
 pub mod node;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;
 pub mod task;
 pub mod worker;

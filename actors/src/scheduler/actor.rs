@@ -1,0 +1,226 @@
+//! The scheduler actor: holds the cluster's node views and reservations, places tasks one at a time.
+//!
+//! Placement and reservation happen in the same message, so two tasks placed back to back can
+//! never both take the last free gigabyte of a node.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix::prelude::*;
+
+use super::{Algorithm, NodeView, Resources, Scheduler, Unplaceable};
+use crate::task::{Task, TaskId};
+
+/// The scheduler actor.
+pub struct SchedulerActor {
+    /// The algorithm and its state.
+    scheduler: Scheduler,
+    /// Every node, by name.
+    nodes: BTreeMap<String, NodeView>,
+    /// What each placed task reserves, and where.
+    placements: HashMap<TaskId, (String, Resources)>,
+}
+
+impl SchedulerActor {
+    /// A scheduler using `algorithm`, with no nodes yet.
+    pub fn new(algorithm: Algorithm) -> SchedulerActor {
+        SchedulerActor {
+            scheduler: Scheduler::new(algorithm),
+            nodes: BTreeMap::new(),
+            placements: HashMap::new(),
+        }
+    }
+
+    fn adjust(&mut self, node: &str, change: impl FnOnce(Resources, usize) -> (Resources, usize)) {
+        if let Some(view) = self.nodes.get_mut(node) {
+            let (reserved, count) = change(view.reserved(), view.task_count());
+            *view = view.clone().with_reserved(reserved, count);
+        }
+    }
+
+    fn reserve(&mut self, task: TaskId, node: String, demand: Resources) {
+        self.release(task);
+        self.adjust(&node, |r, n| (r.plus(demand), n + 1));
+        self.placements.insert(task, (node, demand));
+    }
+
+    fn release(&mut self, task: TaskId) {
+        if let Some((node, demand)) = self.placements.remove(&task) {
+            self.adjust(&node, |r, n| (r.minus(demand), n.saturating_sub(1)));
+        }
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+}
+
+/// Adds a node or updates its capacity and status (its reservations stay).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpsertNode {
+    /// The node's name.
+    pub name: String,
+    /// What it offers.
+    pub capacity: Resources,
+    /// Whether it answers.
+    pub ready: bool,
+    /// Whether it may take new tasks.
+    pub eligible: bool,
+}
+
+/// Handler for [`UpsertNode`].
+impl Handler<UpsertNode> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpsertNode, _: &mut Context<Self>) {
+        let view = match self.nodes.remove(&msg.name) {
+            Some(old) => {
+                let (reserved, count) = (old.reserved(), old.task_count());
+                let (cpu, mem) = (old.cpu_usage, old.memory_usage);
+                NodeView::new(msg.name.clone(), msg.capacity)
+                    .with_reserved(reserved, count)
+                    .with_usage(cpu, mem)
+            }
+            None => NodeView::new(msg.name.clone(), msg.capacity),
+        };
+        self.nodes
+            .insert(msg.name, view.with_status(msg.ready, msg.eligible));
+    }
+}
+
+/// The measured CPU and memory usage of a node's machine (each 0-1).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeUsage {
+    /// The node.
+    pub name: String,
+    /// CPU busy share.
+    pub cpu: f64,
+    /// Memory used share.
+    pub memory: f64,
+}
+
+/// Handler for [`NodeUsage`].
+impl Handler<NodeUsage> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeUsage, _: &mut Context<Self>) {
+        if let Some(view) = self.nodes.get_mut(&msg.name) {
+            *view = view.clone().with_usage(msg.cpu, msg.memory);
+        }
+    }
+}
+
+/// Chooses a node for a task and reserves the task's resources there.
+#[derive(Message)]
+#[rtype(result = "Result<String, Unplaceable>")]
+pub struct Place(pub Task);
+
+/// Handler for [`Place`].
+impl Handler<Place> for SchedulerActor {
+    type Result = Result<String, Unplaceable>;
+
+    fn handle(&mut self, Place(task): Place, _: &mut Context<Self>) -> Self::Result {
+        self.release(task.id);
+        let views: Vec<NodeView> = self.nodes.values().cloned().collect();
+        let node = self.scheduler.select(&task, &views)?;
+        self.reserve(task.id, node.clone(), Resources::of(&task));
+        Ok(node)
+    }
+}
+
+/// Records that a task holds resources on a node (after a manager restart).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reserve {
+    /// The task.
+    pub task: TaskId,
+    /// Its node.
+    pub node: String,
+    /// What it reserves.
+    pub demand: Resources,
+}
+
+/// Handler for [`Reserve`].
+impl Handler<Reserve> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reserve, _: &mut Context<Self>) {
+        self.reserve(msg.task, msg.node, msg.demand);
+    }
+}
+
+/// Frees what a task reserved (it ended, or its placement failed). Releasing twice is harmless.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release(pub TaskId);
+
+/// Handler for [`Release`].
+impl Handler<Release> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, Release(task): Release, _: &mut Context<Self>) {
+        self.release(task);
+    }
+}
+
+/// Every node as the scheduler sees it, by name.
+#[derive(Message)]
+#[rtype(result = "Vec<NodeView>")]
+pub struct Snapshot;
+
+/// Handler for [`Snapshot`].
+impl Handler<Snapshot> for SchedulerActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.nodes.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tasks that each fit alone but not together never both land on the same node.
+    #[actix_rt::test]
+    async fn placing_reserves_so_the_last_gigabyte_is_taken_once() {
+        let gib = 1 << 30;
+        let scheduler = SchedulerActor::new(Algorithm::Epvm).start();
+        scheduler
+            .send(UpsertNode {
+                name: "a".into(),
+                capacity: Resources {
+                    cpu: 2.0,
+                    memory: 3 * gib,
+                    disk: 0,
+                },
+                ready: true,
+                eligible: true,
+            })
+            .await
+            .unwrap();
+        let mut t1 = Task::new("t1", "img");
+        t1.memory = 2 * gib;
+        let t2 = Task {
+            id: TaskId::new_v4(),
+            ..t1.clone()
+        };
+        assert_eq!(
+            scheduler.send(Place(t1.clone())).await.unwrap().unwrap(),
+            "a"
+        );
+        let err = scheduler
+            .send(Place(t2.clone()))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.0, "no node has 2 GiB free memory (most free: 1 GiB)");
+        scheduler.send(Release(t1.id)).await.unwrap();
+        scheduler.send(Release(t1.id)).await.unwrap();
+        assert_eq!(scheduler.send(Place(t2)).await.unwrap().unwrap(), "a");
+        let views = scheduler.send(Snapshot).await.unwrap();
+        assert_eq!(views[0].reserved().memory, 2 * gib);
+        assert_eq!(views[0].task_count(), 1);
+    }
+}

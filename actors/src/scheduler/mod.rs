@@ -1,0 +1,417 @@
+//! Placement as pure code: feasibility, then scoring, then picking.
+//!
+//! Architecture invariant: nothing here does I/O or knows about actix. The manager hands the
+//! scheduler a snapshot of the nodes ([`NodeView`]) and gets back a node name or the reason no
+//! node fits. The [`SchedulerActor`](actor::SchedulerActor) only wraps this for the actor system.
+//!
+//! - **Feasibility**: a node is a candidate if it is ready, eligible, and its free capacity
+//!   (capacity minus what the tasks already placed there reserve) covers the task's CPU, memory
+//!   and disk.
+//! - **Scoring**, by [`Algorithm`]: round-robin, E-PVM (opportunity cost) or greedy (least loaded).
+//! - **Picking**: the lowest score; ties go to the first node by name.
+
+pub mod actor;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::Task;
+
+/// Lieb's square ice constant: the base of E-PVM's exponential cost (as in the book).
+pub const LIEB: f64 = 1.539_600_717_839_002;
+
+/// The CPU share E-PVM assumes for a task that asks for no CPU (of one core).
+pub const DEFAULT_TASK_CPU: f64 = 0.1;
+
+/// CPU, memory and disk: a capacity, a reservation or a demand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Resources {
+    /// CPU cores.
+    pub cpu: f64,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// Disk in bytes.
+    pub disk: u64,
+}
+
+impl Resources {
+    /// What a task asks for.
+    pub fn of(task: &Task) -> Resources {
+        Resources {
+            cpu: task.cpu,
+            memory: task.memory,
+            disk: task.disk,
+        }
+    }
+
+    /// `self + other`.
+    pub fn plus(self, other: Resources) -> Resources {
+        Resources {
+            cpu: self.cpu + other.cpu,
+            memory: self.memory.saturating_add(other.memory),
+            disk: self.disk.saturating_add(other.disk),
+        }
+    }
+
+    /// `self - other`, never below zero.
+    pub fn minus(self, other: Resources) -> Resources {
+        Resources {
+            cpu: (self.cpu - other.cpu).max(0.0),
+            memory: self.memory.saturating_sub(other.memory),
+            disk: self.disk.saturating_sub(other.disk),
+        }
+    }
+}
+
+/// A node as the scheduler sees it: a snapshot, nothing live.
+///
+/// Built with [`NodeView::new`] and the setters, which keep E-PVM's per-node terms
+/// (`L^load`) cached, so a decision costs one multiplication per node rather than four `powf`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    name: String,
+    ready: bool,
+    eligible: bool,
+    capacity: Resources,
+    reserved: Resources,
+    task_count: usize,
+    cpu_usage: f64,
+    memory_usage: f64,
+    /// `L^(CPU load)`, kept in step with the fields above.
+    cpu_cost_base: f64,
+    /// `L^(memory load)`, kept in step with the fields above.
+    memory_cost_base: f64,
+}
+
+impl NodeView {
+    /// A ready, eligible, idle node named `name` offering `capacity`.
+    pub fn new(name: impl Into<String>, capacity: Resources) -> NodeView {
+        let mut node = NodeView {
+            name: name.into(),
+            ready: true,
+            eligible: true,
+            capacity,
+            reserved: Resources::default(),
+            task_count: 0,
+            cpu_usage: 0.0,
+            memory_usage: 0.0,
+            cpu_cost_base: 1.0,
+            memory_cost_base: 1.0,
+        };
+        node.refresh();
+        node
+    }
+
+    /// Sets what the tasks placed on the node reserve, and how many there are.
+    pub fn with_reserved(mut self, reserved: Resources, task_count: usize) -> NodeView {
+        self.reserved = reserved;
+        self.task_count = task_count;
+        self.refresh();
+        self
+    }
+
+    /// Sets the measured CPU and memory usage of the node's machine (each 0-1).
+    pub fn with_usage(mut self, cpu: f64, memory: f64) -> NodeView {
+        self.cpu_usage = if cpu.is_finite() {
+            cpu.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.memory_usage = if memory.is_finite() {
+            memory.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.refresh();
+        self
+    }
+
+    /// Sets whether the node answers and whether it may take new tasks.
+    pub fn with_status(mut self, ready: bool, eligible: bool) -> NodeView {
+        self.ready = ready;
+        self.eligible = eligible;
+        self
+    }
+
+    fn refresh(&mut self) {
+        self.cpu_cost_base = LIEB.powf(self.cpu_load());
+        self.memory_cost_base = LIEB.powf(self.memory_load());
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the node offers.
+    pub fn capacity(&self) -> Resources {
+        self.capacity
+    }
+
+    /// What is reserved on it.
+    pub fn reserved(&self) -> Resources {
+        self.reserved
+    }
+
+    /// How many tasks are placed on it.
+    pub fn task_count(&self) -> usize {
+        self.task_count
+    }
+
+    /// What is left to reserve.
+    pub fn free(&self) -> Resources {
+        self.capacity.minus(self.reserved)
+    }
+
+    /// Whether `demand` fits in what is left.
+    pub fn fits(&self, demand: Resources) -> bool {
+        let free = self.free();
+        demand.cpu <= free.cpu + 1e-9 && demand.memory <= free.memory && demand.disk <= free.disk
+    }
+
+    /// CPU load before placing anything: the larger of what is reserved and what is measured.
+    fn cpu_load(&self) -> f64 {
+        let reserved = ratio(self.reserved.cpu, self.capacity.cpu);
+        reserved.max(self.cpu_usage)
+    }
+
+    /// Memory load before placing anything: the larger of what is reserved and what is measured.
+    fn memory_load(&self) -> f64 {
+        let reserved = ratio(self.reserved.memory as f64, self.capacity.memory as f64);
+        reserved.max(self.memory_usage)
+    }
+}
+
+fn ratio(used: f64, capacity: f64) -> f64 {
+    if capacity > 0.0 { used / capacity } else { 1.0 }
+}
+
+/// How the scheduler scores candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Each ready node in turn, by name.
+    RoundRobin,
+    /// Enhanced parallel virtual machine: the node where the task's added load costs least,
+    /// with cost exponential in load (the book's algorithm, with its CPU term restored).
+    #[default]
+    Epvm,
+    /// The node that is least loaded after placement (the larger of CPU and memory share).
+    Greedy,
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "roundrobin" | "round-robin" | "rr" => Ok(Algorithm::RoundRobin),
+            "epvm" | "e-pvm" => Ok(Algorithm::Epvm),
+            "greedy" | "least-loaded" => Ok(Algorithm::Greedy),
+            other => Err(format!(
+                "unknown scheduler `{other}`, expected roundrobin, epvm or greedy"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::RoundRobin => "roundrobin",
+            Algorithm::Epvm => "epvm",
+            Algorithm::Greedy => "greedy",
+        })
+    }
+}
+
+/// No node can take the task, and why (in words for the user).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unplaceable(pub String);
+
+/// The scheduler: an algorithm and the little state round-robin needs.
+#[derive(Debug, Clone, Default)]
+pub struct Scheduler {
+    /// The scoring algorithm.
+    pub algorithm: Algorithm,
+    /// Round-robin: the name of the node that got the last task.
+    last: Option<String>,
+}
+
+impl Scheduler {
+    /// A scheduler using `algorithm`.
+    pub fn new(algorithm: Algorithm) -> Scheduler {
+        Scheduler {
+            algorithm,
+            last: None,
+        }
+    }
+
+    /// Picks the node for `task` among `nodes`, or says why none fits.
+    pub fn select(&mut self, task: &Task, nodes: &[NodeView]) -> Result<String, Unplaceable> {
+        let demand = Resources::of(task);
+        let mut candidates: Vec<&NodeView> = nodes
+            .iter()
+            .filter(|n| n.ready && n.eligible && n.fits(demand))
+            .collect();
+        if candidates.is_empty() {
+            return Err(why_unplaceable(demand, nodes));
+        }
+        candidates.sort_by(|a, b| a.name.cmp(&b.name));
+        let chosen = match self.algorithm {
+            Algorithm::RoundRobin => {
+                let next = match &self.last {
+                    Some(last) => candidates.iter().position(|n| n.name > *last).unwrap_or(0),
+                    None => 0,
+                };
+                candidates[next]
+            }
+            Algorithm::Epvm => {
+                // `L^(d/capacity)` is the same for nodes of the same capacity: compute it once.
+                let mut memo: Option<(Resources, f64, f64)> = None;
+                pick_lowest(&candidates, |n| {
+                    let (cpu_step, mem_step) = match memo {
+                        Some((cap, c, m)) if cap == n.capacity => (c, m),
+                        _ => {
+                            let (c, m) = epvm_steps(n, demand);
+                            memo = Some((n.capacity, c, m));
+                            (c, m)
+                        }
+                    };
+                    n.cpu_cost_base * (cpu_step - 1.0) + n.memory_cost_base * (mem_step - 1.0)
+                })
+            }
+            Algorithm::Greedy => pick_lowest(&candidates, |n| greedy_load(n, demand)),
+        };
+        self.last = Some(chosen.name.clone());
+        Ok(chosen.name.clone())
+    }
+}
+
+/// The lowest score wins; the first (by name) wins ties.
+fn pick_lowest<'a>(
+    candidates: &[&'a NodeView],
+    mut score: impl FnMut(&NodeView) -> f64,
+) -> &'a NodeView {
+    let mut best = candidates[0];
+    let mut best_score = score(best);
+    for &node in &candidates[1..] {
+        let s = score(node);
+        if s < best_score {
+            best = node;
+            best_score = s;
+        }
+    }
+    best
+}
+
+/// E-PVM's marginal cost of placing `demand` on `node`: for CPU and memory,
+/// `L^(load after) - L^(load before)`. The cost grows with the load already there, so CPU
+/// that is busy (measured or reserved) makes a node more expensive, as the paper intends.
+pub fn epvm_cost(node: &NodeView, demand: Resources) -> f64 {
+    let cpu_demand = if demand.cpu > 0.0 {
+        demand.cpu
+    } else {
+        DEFAULT_TASK_CPU
+    };
+    let cpu_before = node.cpu_load();
+    let cpu_after = cpu_before + ratio(cpu_demand, node.capacity.cpu);
+    let mem_before = node.memory_load();
+    let mem_after = mem_before + ratio(demand.memory as f64, node.capacity.memory as f64);
+    (LIEB.powf(cpu_after) - LIEB.powf(cpu_before)) + (LIEB.powf(mem_after) - LIEB.powf(mem_before))
+}
+
+/// `L^(demand / capacity)` for CPU and memory: the factor E-PVM's cost grows by on `node`.
+fn epvm_steps(node: &NodeView, demand: Resources) -> (f64, f64) {
+    let cpu_demand = if demand.cpu > 0.0 {
+        demand.cpu
+    } else {
+        DEFAULT_TASK_CPU
+    };
+    (
+        LIEB.powf(ratio(cpu_demand, node.capacity.cpu)),
+        LIEB.powf(ratio(demand.memory as f64, node.capacity.memory as f64)),
+    )
+}
+
+/// Greedy: the node's load after placement (the larger of its CPU and memory share).
+pub fn greedy_load(node: &NodeView, demand: Resources) -> f64 {
+    let cpu_demand = if demand.cpu > 0.0 {
+        demand.cpu
+    } else {
+        DEFAULT_TASK_CPU
+    };
+    let cpu = node.cpu_load() + ratio(cpu_demand, node.capacity.cpu);
+    let mem = node.memory_load() + ratio(demand.memory as f64, node.capacity.memory as f64);
+    cpu.max(mem)
+}
+
+/// Says, for the user, why no node can take `demand`.
+fn why_unplaceable(demand: Resources, nodes: &[NodeView]) -> Unplaceable {
+    let usable: Vec<&NodeView> = nodes.iter().filter(|n| n.ready && n.eligible).collect();
+    if nodes.is_empty() {
+        return Unplaceable("no worker node has joined the cluster".into());
+    }
+    if usable.is_empty() {
+        return Unplaceable(format!(
+            "none of the {} nodes is ready and eligible",
+            nodes.len()
+        ));
+    }
+    let max_free =
+        |f: fn(&Resources) -> f64| usable.iter().map(|n| f(&n.free())).fold(0.0, f64::max);
+    let mut short = Vec::new();
+    let cpu_free = max_free(|r| r.cpu);
+    if demand.cpu > cpu_free + 1e-9 {
+        short.push(format!(
+            "{} free CPU cores (most free: {})",
+            trim_float(demand.cpu),
+            trim_float(cpu_free)
+        ));
+    }
+    let mem_free = max_free(|r| r.memory as f64) as u64;
+    if demand.memory > mem_free {
+        short.push(format!(
+            "{} free memory (most free: {})",
+            bytes(demand.memory),
+            bytes(mem_free)
+        ));
+    }
+    let disk_free = max_free(|r| r.disk as f64) as u64;
+    if demand.disk > disk_free {
+        short.push(format!(
+            "{} free disk (most free: {})",
+            bytes(demand.disk),
+            bytes(disk_free)
+        ));
+    }
+    if short.is_empty() {
+        Unplaceable("no single node has enough free CPU, memory and disk together".into())
+    } else {
+        Unplaceable(format!("no node has {}", short.join(" or ")))
+    }
+}
+
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Bytes in binary units, for messages (`2 GiB`, `512 MiB`).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", trim_float(value), UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests;
