@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use cube_actors::scheduler::Algorithm;
+use cube_actors::units::parse_bytes;
 use serde::Deserialize;
 
 /// Which store a process keeps its tasks in.
@@ -25,6 +27,32 @@ pub enum RuntimeChoice {
     Docker,
     /// Simulated containers in memory (no Docker needed).
     Sim,
+}
+
+/// A size in bytes, written as a number or with a unit (`"256Mi"`, `"8Gi"`, `"2G"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Size(n)),
+            Raw::Text(t) => parse_bytes(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_bytes(s).map(Size)
+    }
 }
 
 /// Settings of `cube worker` (see `config/worker.toml`).
@@ -54,6 +82,16 @@ pub struct WorkerSettings {
     pub reconcile_interval_ms: u64,
     /// Milliseconds between metrics samples.
     pub stats_interval_ms: u64,
+    /// CPU cores offered to tasks; 0 means all of the machine's.
+    pub cpu: f64,
+    /// Memory offered to tasks; 0 means the machine's total.
+    pub memory: Size,
+    /// Disk offered to tasks; 0 means the free space of the data directory's filesystem.
+    pub disk: Size,
+    /// A manager to join (`http://host:5555`); empty means none (the manager lists this worker).
+    pub manager: String,
+    /// The address the manager should use to reach this worker; empty means `http://<listen>`.
+    pub advertise: String,
 }
 
 impl Default for WorkerSettings {
@@ -70,6 +108,11 @@ impl Default for WorkerSettings {
             stop_timeout_secs: 10,
             reconcile_interval_ms: 2000,
             stats_interval_ms: 1000,
+            cpu: 0.0,
+            memory: Size(0),
+            disk: Size(0),
+            manager: String::new(),
+            advertise: String::new(),
         }
     }
 }
@@ -98,6 +141,93 @@ impl WorkerSettings {
     }
 }
 
+/// Settings of `cube manager` (see `config/manager.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerSettings {
+    /// Address of the manager's HTTP API.
+    pub listen: String,
+    /// Where tasks and nodes are kept.
+    pub store: StoreChoice,
+    /// Data directory of the store.
+    pub data_dir: PathBuf,
+    /// Largest size of the LMDB data file, in MiB.
+    pub store_map_size_mib: usize,
+    /// The scheduling algorithm: `roundrobin`, `epvm` or `greedy`.
+    pub scheduler: Algorithm,
+    /// Workers to connect to at start (`host:port`); more can join with `cube worker --manager`.
+    pub workers: Vec<String>,
+    /// Milliseconds between polls of every worker's tasks and metrics.
+    pub poll_interval_ms: u64,
+    /// Milliseconds allowed for one call to a remote worker.
+    pub worker_timeout_ms: u64,
+    /// Submissions handled at once; more get 429 with Retry-After.
+    pub max_in_flight: usize,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        ManagerSettings {
+            listen: "127.0.0.1:5555".into(),
+            store: StoreChoice::Lmdb,
+            data_dir: PathBuf::from("data/manager"),
+            store_map_size_mib: 1024,
+            scheduler: Algorithm::Epvm,
+            workers: Vec::new(),
+            poll_interval_ms: 1000,
+            worker_timeout_ms: 10_000,
+            max_in_flight: 1024,
+        }
+    }
+}
+
+/// Settings of `cube up`: a manager and simulated worker nodes in one process
+/// (see `config/cluster.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// The manager (its `workers` list is ignored: the nodes are in-process).
+    pub manager: ManagerSettings,
+    /// How many worker nodes.
+    pub workers: usize,
+    /// Where the nodes keep their tasks (each in `<data_dir>/<node name>`).
+    pub store: StoreChoice,
+    /// Data directory of the nodes.
+    pub data_dir: PathBuf,
+    /// Docker (shared local engine) or simulated containers.
+    pub runtime: RuntimeChoice,
+    /// Host address task ports are published on.
+    pub publish_ip: String,
+    /// Seconds a container gets to exit after SIGTERM.
+    pub stop_timeout_secs: u64,
+    /// CPU cores each node offers; 0 means an equal share of the machine.
+    pub node_cpu: f64,
+    /// Memory each node offers; 0 means an equal share of the machine.
+    pub node_memory: Size,
+    /// Disk each node offers; 0 means an equal share of the free space.
+    pub node_disk: Size,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            manager: ManagerSettings {
+                data_dir: PathBuf::from("data/cluster/manager"),
+                ..ManagerSettings::default()
+            },
+            workers: 3,
+            store: StoreChoice::Lmdb,
+            data_dir: PathBuf::from("data/cluster"),
+            runtime: RuntimeChoice::Docker,
+            publish_ip: "127.0.0.1".into(),
+            stop_timeout_secs: 10,
+            node_cpu: 0.0,
+            node_memory: Size(0),
+            node_disk: Size(0),
+        }
+    }
+}
+
 /// Reads a settings file, or the defaults when `path` is None.
 pub fn load<T: Default + for<'de> Deserialize<'de>>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
@@ -118,6 +248,24 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/worker.toml");
         let settings: WorkerSettings = load(Some(&path)).unwrap();
         assert_eq!(settings, WorkerSettings::default());
+    }
+
+    /// The shipped manager and cluster configs parse and say what the defaults say.
+    #[test]
+    fn shipped_manager_and_cluster_configs_match_the_defaults() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let manager: ManagerSettings = load(Some(&dir.join("manager.toml"))).unwrap();
+        assert_eq!(manager, ManagerSettings::default());
+        let cluster: ClusterSettings = load(Some(&dir.join("cluster.toml"))).unwrap();
+        assert_eq!(cluster, ClusterSettings::default());
+    }
+
+    #[test]
+    fn sizes_read_as_numbers_or_with_units() {
+        let s: WorkerSettings = toml::from_str("memory = \"2Gi\"\ndisk = 1000").unwrap();
+        assert_eq!((s.memory, s.disk), (Size(2 << 30), Size(1000)));
+        let err = toml::from_str::<WorkerSettings>("memory = \"2 parsecs\"").unwrap_err();
+        assert!(err.to_string().contains("parsecs"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,16 @@ use actix::{Actor, Addr};
 use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
-use cube_actors::metrics::MetricsCollector;
+use cube_actors::manager::{AddLocalWorker, ConnectWorker, Manager, ManagerConfig};
+use cube_actors::metrics::{MetricsCollector, machine_capacity};
+use cube_actors::remote_worker::RemoteConfig;
+use cube_actors::scheduler::Resources;
 use cube_actors::store::{Store, StoreKind};
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
 
+use crate::api::manager::ManagerState;
 use crate::api::{self, worker::WorkerState};
-use crate::config::{RuntimeChoice, StoreChoice, WorkerSettings};
+use crate::config::{ClusterSettings, ManagerSettings, RuntimeChoice, StoreChoice, WorkerSettings};
 
 /// A running worker node: its actors and its HTTP server.
 pub struct WorkerNode {
@@ -48,6 +52,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
     } else {
         std::env::current_dir()?
     };
+    let machine = machine_capacity(&measured);
     let metrics = MetricsCollector::new(
         measured,
         Duration::from_millis(settings.stats_interval_ms.max(100)),
@@ -61,10 +66,28 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
             known_images: (!settings.sim_images.is_empty()).then(|| settings.sim_images.clone()),
         },
     };
+    let capacity = Resources {
+        cpu: if settings.cpu > 0.0 {
+            settings.cpu
+        } else {
+            machine.cpu
+        },
+        memory: if settings.memory.0 > 0 {
+            settings.memory.0
+        } else {
+            machine.memory
+        },
+        disk: if settings.disk.0 > 0 {
+            settings.disk.0
+        } else {
+            machine.disk
+        },
+    };
     let config = WorkerConfig {
         name: name.clone(),
         stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
         reconcile_interval: Duration::from_millis(settings.reconcile_interval_ms.max(100)),
+        capacity,
     };
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics.clone()))
         .await
@@ -90,6 +113,14 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
     .workers(2)
     .listen(listener)?
     .run();
+    if !settings.manager.is_empty() {
+        let advertise = if settings.advertise.is_empty() {
+            format!("http://{addr}")
+        } else {
+            settings.advertise.clone()
+        };
+        actix::spawn(join_manager(settings.manager.clone(), advertise));
+    }
     Ok(WorkerNode {
         name,
         addr,
@@ -97,4 +128,217 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         store,
         server,
     })
+}
+
+/// Asks the manager at `manager` to add this worker (reachable at `advertise`), until it says yes.
+async fn join_manager(manager: String, advertise: String) {
+    let manager = if manager.contains("://") {
+        manager
+    } else {
+        format!("http://{manager}")
+    };
+    let url = format!("{}/nodes", manager.trim_end_matches('/'));
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .finish();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match client
+            .post(&url)
+            .send_json(&serde_json::json!({ "Address": advertise }))
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => {
+                log::info!("joined the manager at {manager} as {advertise}");
+                return;
+            }
+            Ok(mut resp) => {
+                let body = resp.body().await.unwrap_or_default();
+                log::warn!(
+                    "the manager at {manager} refused the join ({}): {}",
+                    resp.status(),
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Err(e) => log::warn!("cannot reach the manager at {manager} to join: {e}"),
+        }
+        actix::clock::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A running manager: its actor and its HTTP server.
+pub struct ManagerNode {
+    /// Where its HTTP API listens.
+    pub addr: SocketAddr,
+    /// The manager actor.
+    pub manager: Addr<Manager>,
+    /// The HTTP server; await it (or spawn it) to serve.
+    pub server: Server,
+}
+
+fn open_store(
+    store: StoreChoice,
+    dir: &std::path::Path,
+    map_size_mib: usize,
+    what: &str,
+) -> anyhow::Result<Addr<Store>> {
+    let kind = match store {
+        StoreChoice::Memory => StoreKind::Memory,
+        StoreChoice::Lmdb => StoreKind::Lmdb {
+            dir: dir.to_path_buf(),
+            map_size: map_size_mib << 20,
+        },
+    };
+    Store::open(&kind).with_context(|| format!("{what}: cannot open its store"))
+}
+
+/// Opens the manager's store, starts the manager, connects the configured workers, binds the API.
+pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<ManagerNode> {
+    let store = open_store(
+        settings.store,
+        &settings.data_dir,
+        settings.store_map_size_mib,
+        "manager",
+    )?;
+    let config = ManagerConfig {
+        algorithm: settings.scheduler,
+        poll_interval: Duration::from_millis(settings.poll_interval_ms.max(50)),
+        remote: RemoteConfig {
+            timeout: Duration::from_millis(settings.worker_timeout_ms.max(100)),
+            ..RemoteConfig::default()
+        },
+        ..ManagerConfig::default()
+    };
+    let manager = Manager::start(config, store)
+        .await
+        .context("manager: cannot load its tasks")?;
+    for address in &settings.workers {
+        actix::spawn(connect_until_joined(manager.clone(), address.clone()));
+    }
+    let state = ManagerState {
+        manager: manager.clone(),
+        in_flight: Default::default(),
+        max_in_flight: settings.max_in_flight.max(1),
+    };
+    let listener = TcpListener::bind(&settings.listen)
+        .with_context(|| format!("manager: cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(api::json_config())
+            .app_data(api::query_config())
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap(Logger::new("%a \"%r\" %s %Dms"))
+            .configure(api::manager::config)
+            .default_service(web::to(api::no_route))
+    })
+    .workers(2)
+    .listen(listener)?
+    .run();
+    Ok(ManagerNode {
+        addr,
+        manager,
+        server,
+    })
+}
+
+/// Connects the manager to the worker at `address`, retrying until the worker answers.
+async fn connect_until_joined(manager: Addr<Manager>, address: String) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match manager
+            .send(ConnectWorker {
+                address: address.clone(),
+            })
+            .await
+        {
+            Ok(Ok(node)) => {
+                log::info!("connected to worker {} at {}", node.name, node.address);
+                return;
+            }
+            Ok(Err(e)) => log::warn!("cannot connect to worker {address} yet: {e}"),
+            Err(_) => return,
+        }
+        actix::clock::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The all-in-one cluster: a manager and `workers` worker nodes in this process.
+pub struct Cluster {
+    /// The manager.
+    pub manager: ManagerNode,
+    /// The nodes' names.
+    pub nodes: Vec<String>,
+}
+
+/// Starts a manager and the configured number of in-process worker nodes, each with its own
+/// name, store and share of the machine, all sharing the local Docker engine (or simulated).
+pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster> {
+    anyhow::ensure!(
+        settings.workers >= 1,
+        "a cluster needs at least one worker node"
+    );
+    let mut manager_settings = settings.manager.clone();
+    manager_settings.workers.clear();
+    let manager = start_manager(&manager_settings).await?;
+    if settings.store == StoreChoice::Lmdb {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+    }
+    let measured = if settings.data_dir.exists() {
+        settings.data_dir.clone()
+    } else {
+        std::env::current_dir()?
+    };
+    let machine = machine_capacity(&measured);
+    let n = settings.workers as f64;
+    let capacity = Resources {
+        cpu: if settings.node_cpu > 0.0 {
+            settings.node_cpu
+        } else {
+            machine.cpu / n
+        },
+        memory: if settings.node_memory.0 > 0 {
+            settings.node_memory.0
+        } else {
+            (machine.memory as f64 / n) as u64
+        },
+        disk: if settings.node_disk.0 > 0 {
+            settings.node_disk.0
+        } else {
+            (machine.disk as f64 / n) as u64
+        },
+    };
+    let runtime = match settings.runtime {
+        RuntimeChoice::Docker => RuntimeKind::Docker {
+            publish_ip: settings.publish_ip.clone(),
+        },
+        RuntimeChoice::Sim => RuntimeKind::Sim { known_images: None },
+    };
+    // One metrics collector serves every node: they share the machine.
+    let metrics = MetricsCollector::new(measured, Duration::from_secs(1)).start();
+    let mut nodes = Vec::new();
+    for i in 1..=settings.workers {
+        let name = format!("node-{i}");
+        let store = open_store(settings.store, &settings.data_dir.join(&name), 256, &name)?;
+        let config = WorkerConfig {
+            name: name.clone(),
+            stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
+            reconcile_interval: Duration::from_secs(2),
+            capacity,
+        };
+        let worker = Worker::start(config, store, runtime.clone(), Some(metrics.clone()))
+            .await
+            .with_context(|| format!("{name}: cannot load its tasks"))?;
+        manager.manager.do_send(AddLocalWorker {
+            name: name.clone(),
+            worker,
+            capacity,
+        });
+        nodes.push(name);
+    }
+    Ok(Cluster { manager, nodes })
 }

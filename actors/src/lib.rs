@@ -4,10 +4,13 @@
 //! - [`node`]: a worker node as the manager knows it.
 //! - [`store`]: the store actor, in memory or durable on LMDB.
 
+pub mod manager;
 pub mod metrics;
 pub mod node;
+pub mod remote_worker;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod units;
 pub mod worker;

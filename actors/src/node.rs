@@ -3,6 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Stats;
+use crate::scheduler::Resources;
+
+/// The address of a node whose worker runs in the manager's process.
+pub const LOCAL_ADDRESS: &str = "local";
+
 /// Whether the manager can reach a node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeStatus {
@@ -13,26 +19,48 @@ pub enum NodeStatus {
     Unreachable,
 }
 
-/// A worker node, as the manager stores it (capacities are what the node offers to Cube).
+/// A worker node, as the manager stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Node {
-    /// The node's unique name.
+    /// The node's unique name (its worker's name).
     pub name: String,
-    /// How the manager reaches it: `http://host:port` for a remote worker, `local` in-process.
+    /// How the manager reaches it: `http://host:port`, or `local` for an in-process worker.
     pub address: String,
-    /// Always `worker` for now (the book's field).
+    /// Always `worker` (the book's field).
     pub role: String,
-    /// CPU cores offered to tasks.
-    pub cpu: f64,
-    /// Memory in bytes offered to tasks.
-    pub memory: u64,
-    /// Disk in bytes offered to tasks.
-    pub disk: u64,
-    /// Whether the node answers.
-    pub status: NodeStatus,
+    /// What the node offers to tasks.
+    pub capacity: Resources,
     /// Whether the scheduler may place new tasks on it.
     pub eligible: bool,
     /// When the manager first saw the node.
     pub joined_at: DateTime<Utc>,
+}
+
+/// A node as `GET /nodes` shows it: the stored record and what is live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeReport {
+    /// The node's name.
+    pub name: String,
+    /// How the manager reaches it.
+    pub address: String,
+    /// Always `worker`.
+    pub role: String,
+    /// Whether it answers.
+    pub status: NodeStatus,
+    /// Whether it may take new tasks.
+    pub eligible: bool,
+    /// What it offers.
+    pub capacity: Resources,
+    /// What the tasks placed on it reserve.
+    pub reserved: Resources,
+    /// How many tasks are placed on it and not ended.
+    pub task_count: usize,
+    /// Its latest metrics, if any arrived.
+    pub stats: Option<Stats>,
+    /// When the manager last heard from it.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The last error talking to it, while it is unreachable.
+    pub error: Option<String>,
 }

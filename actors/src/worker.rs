@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::metrics::{MetricsCollector, SetTaskCount};
+use crate::metrics::{GetStats, MetricsCollector, SetTaskCount, Stats};
 use crate::runtime::{
     ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, Logs,
     Ping, RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
 };
+use crate::scheduler::Resources;
 use crate::store::{List, Put, Store, StoreError};
 use crate::task::{InvalidTask, InvalidTransition, Task, TaskId, TaskState};
 
@@ -46,6 +47,17 @@ pub enum WorkerError {
     /// The worker actor is not running.
     #[error("the worker is shut down")]
     Closed,
+    /// A remote worker did not answer.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A remote worker answered with an error status.
+    #[error("{message}")]
+    Rejected {
+        /// The HTTP status it answered.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
 }
 
 impl From<MailboxError> for WorkerError {
@@ -70,7 +82,7 @@ pub enum RuntimeKind {
 }
 
 /// How a worker behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     /// The worker's name, unique in the cluster; also the `cube.worker` label of its containers.
     pub name: String,
@@ -78,6 +90,20 @@ pub struct WorkerConfig {
     pub stop_timeout: Duration,
     /// How often the worker compares its tasks with the runtime.
     pub reconcile_interval: Duration,
+    /// What the worker offers to tasks (the scheduler's capacity for this node).
+    pub capacity: Resources,
+}
+
+/// What a worker says about itself when a manager connects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeInfo {
+    /// The worker's name.
+    pub name: String,
+    /// What it offers to tasks.
+    pub capacity: Resources,
+    /// `docker` or `sim`.
+    pub runtime: String,
 }
 
 /// A task together with what its container is doing now.
@@ -545,17 +571,57 @@ impl Handler<StopTask> for Worker {
 
 /// Every task of this worker.
 #[derive(Message)]
-#[rtype(result = "Vec<Task>")]
+#[rtype(result = "Result<Vec<Task>, WorkerError>")]
 pub struct ListTasks;
 
 /// Handler for [`ListTasks`].
 impl Handler<ListTasks> for Worker {
-    type Result = MessageResult<ListTasks>;
+    type Result = Result<Vec<Task>, WorkerError>;
 
     fn handle(&mut self, _: ListTasks, _: &mut Context<Self>) -> Self::Result {
         let mut tasks: Vec<Task> = self.tasks.values().cloned().collect();
         tasks.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        MessageResult(tasks)
+        Ok(tasks)
+    }
+}
+
+/// The worker's latest metrics sample.
+#[derive(Message)]
+#[rtype(result = "Result<Stats, WorkerError>")]
+pub struct WorkerStats;
+
+/// Handler for [`WorkerStats`].
+impl Handler<WorkerStats> for Worker {
+    type Result = ResponseFuture<Result<Stats, WorkerError>>;
+
+    fn handle(&mut self, _: WorkerStats, _: &mut Context<Self>) -> Self::Result {
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            match metrics {
+                Some(metrics) => Ok(metrics.send(GetStats).await?),
+                None => Err(WorkerError::Conflict(
+                    "this worker collects no metrics".into(),
+                )),
+            }
+        })
+    }
+}
+
+/// The worker's name, capacity and runtime.
+#[derive(Message)]
+#[rtype(result = "Result<NodeInfo, WorkerError>")]
+pub struct GetNodeInfo;
+
+/// Handler for [`GetNodeInfo`].
+impl Handler<GetNodeInfo> for Worker {
+    type Result = Result<NodeInfo, WorkerError>;
+
+    fn handle(&mut self, _: GetNodeInfo, _: &mut Context<Self>) -> Self::Result {
+        Ok(NodeInfo {
+            name: self.config.name.clone(),
+            capacity: self.config.capacity,
+            runtime: self.runtime.kind().to_string(),
+        })
     }
 }
 

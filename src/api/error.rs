@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use cube_actors::manager::ManagerError;
 use cube_actors::runtime::RuntimeError;
 use cube_actors::store::StoreError;
 use cube_actors::worker::WorkerError;
@@ -90,6 +91,34 @@ impl From<WorkerError> for ApiError {
             WorkerError::Runtime(e) => e.into(),
             WorkerError::Store(e) => e.into(),
             WorkerError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            WorkerError::Unreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            WorkerError::Rejected { status, message } => ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                message,
+            ),
+        }
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::NotFound(_) | ManagerError::NodeNotFound(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            ManagerError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            ManagerError::Conflict(_) | ManagerError::Transition(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            ManagerError::Worker {
+                ref node,
+                ref error,
+            } => {
+                let inner = ApiError::from(error.clone());
+                ApiError::new(inner.status, format!("node {node}: {}", inner.message))
+            }
+            ManagerError::Store(e) => e.into(),
+            ManagerError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! JSON body ([`ErrorBody`]); bodies over [`MAX_BODY`] are refused with 413.
 
 mod error;
+pub mod manager;
 pub mod worker;
 
 use actix_web::error::JsonPayloadError;

@@ -8,13 +8,14 @@
 //! | `DELETE /tasks/{id}` | stops the task; 200 with the task, now Completed |
 //! | `GET /tasks/{id}/logs?tail=N` | the container's last N lines of output (text) |
 //! | `GET /stats` | the latest metrics sample |
+//! | `GET /node` | the worker's name, capacity and runtime (what a manager asks on connecting) |
 //! | `GET /health` | 200 while the worker runs |
 
 use actix::Addr;
 use actix_web::{HttpResponse, web};
 use cube_actors::metrics::{GetStats, MetricsCollector};
 use cube_actors::task::{Desired, TaskEvent};
-use cube_actors::worker::{GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker};
+use cube_actors::worker::{GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker};
 use serde::Deserialize;
 
 use super::{ApiError, parse_task_id};
@@ -44,6 +45,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     )
     .route("/tasks/{id}/logs", web::get().to(logs))
     .route("/stats", web::get().to(stats))
+    .route("/node", web::get().to(node))
     .route("/health", web::get().to(health));
 }
 
@@ -65,7 +67,7 @@ async fn submit(
 }
 
 async fn list(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.worker.send(ListTasks).await?))
+    Ok(HttpResponse::Ok().json(state.worker.send(ListTasks).await??))
 }
 
 async fn get(
@@ -106,6 +108,10 @@ async fn logs(
 
 async fn stats(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.metrics.send(GetStats).await?))
+}
+
+async fn node(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.worker.send(GetNodeInfo).await??))
 }
 
 async fn health(state: web::Data<WorkerState>) -> HttpResponse {

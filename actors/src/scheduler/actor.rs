@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
 
-use super::{Algorithm, NodeView, Resources, Scheduler, Unplaceable};
+use super::{Algorithm, NodeView, Resources, Scheduler, Unplaceable, effective_cpu};
 use crate::task::{Task, TaskId};
 
 /// The scheduler actor.
@@ -30,22 +30,38 @@ impl SchedulerActor {
         }
     }
 
-    fn adjust(&mut self, node: &str, change: impl FnOnce(Resources, usize) -> (Resources, usize)) {
+    /// Adds (`sign` 1) or removes (`sign` -1) a task's demand on a node's view.
+    fn adjust(&mut self, node: &str, demand: Resources, sign: i8) {
         if let Some(view) = self.nodes.get_mut(node) {
-            let (reserved, count) = change(view.reserved(), view.task_count());
-            *view = view.clone().with_reserved(reserved, count);
+            let (reserved, count, committed) = if sign > 0 {
+                (
+                    view.reserved().plus(demand),
+                    view.task_count() + 1,
+                    view.committed_cpu + effective_cpu(demand),
+                )
+            } else {
+                (
+                    view.reserved().minus(demand),
+                    view.task_count().saturating_sub(1),
+                    view.committed_cpu - effective_cpu(demand),
+                )
+            };
+            *view = view
+                .clone()
+                .with_reserved(reserved, count)
+                .with_committed_cpu(committed);
         }
     }
 
     fn reserve(&mut self, task: TaskId, node: String, demand: Resources) {
         self.release(task);
-        self.adjust(&node, |r, n| (r.plus(demand), n + 1));
+        self.adjust(&node, demand, 1);
         self.placements.insert(task, (node, demand));
     }
 
     fn release(&mut self, task: TaskId) {
         if let Some((node, demand)) = self.placements.remove(&task) {
-            self.adjust(&node, |r, n| (r.minus(demand), n.saturating_sub(1)));
+            self.adjust(&node, demand, -1);
         }
     }
 }
@@ -79,6 +95,7 @@ impl Handler<UpsertNode> for SchedulerActor {
                 let (cpu, mem) = (old.cpu_usage, old.memory_usage);
                 NodeView::new(msg.name.clone(), msg.capacity)
                     .with_reserved(reserved, count)
+                    .with_committed_cpu(old.committed_cpu)
                     .with_usage(cpu, mem)
             }
             None => NodeView::new(msg.name.clone(), msg.capacity),
@@ -222,5 +239,35 @@ mod tests {
         let views = scheduler.send(Snapshot).await.unwrap();
         assert_eq!(views[0].reserved().memory, 2 * gib);
         assert_eq!(views[0].task_count(), 1);
+    }
+
+    /// Tasks that ask for no CPU still spread: each one makes its node costlier for E-PVM.
+    #[actix_rt::test]
+    async fn epvm_spreads_tasks_that_ask_for_nothing() {
+        let scheduler = SchedulerActor::new(Algorithm::Epvm).start();
+        for name in ["a", "b", "c"] {
+            let capacity = Resources {
+                cpu: 1.0,
+                memory: 1 << 30,
+                disk: 0,
+            };
+            scheduler.do_send(UpsertNode {
+                name: name.into(),
+                capacity,
+                ready: true,
+                eligible: true,
+            });
+        }
+        let mut picks = Vec::new();
+        for i in 0..6 {
+            picks.push(
+                scheduler
+                    .send(Place(Task::new(format!("t{i}"), "img")))
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
     }
 }

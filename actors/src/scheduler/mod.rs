@@ -18,6 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::task::Task;
+use crate::units::{format_bytes as bytes, trim_float};
 
 /// Lieb's square ice constant: the base of E-PVM's exponential cost (as in the book).
 pub const LIEB: f64 = 1.539_600_717_839_002;
@@ -78,6 +79,9 @@ pub struct NodeView {
     capacity: Resources,
     reserved: Resources,
     task_count: usize,
+    /// CPU the placed tasks are expected to use: their request, or [`DEFAULT_TASK_CPU`] for
+    /// tasks that request none (so that E-PVM sees them, as the book's task-count term did).
+    committed_cpu: f64,
     cpu_usage: f64,
     memory_usage: f64,
     /// `L^(CPU load)`, kept in step with the fields above.
@@ -96,6 +100,7 @@ impl NodeView {
             capacity,
             reserved: Resources::default(),
             task_count: 0,
+            committed_cpu: 0.0,
             cpu_usage: 0.0,
             memory_usage: 0.0,
             cpu_cost_base: 1.0,
@@ -109,6 +114,13 @@ impl NodeView {
     pub fn with_reserved(mut self, reserved: Resources, task_count: usize) -> NodeView {
         self.reserved = reserved;
         self.task_count = task_count;
+        self.refresh();
+        self
+    }
+
+    /// Sets the CPU the placed tasks are expected to use (see [`effective_cpu`]).
+    pub fn with_committed_cpu(mut self, cpu: f64) -> NodeView {
+        self.committed_cpu = cpu.max(0.0);
         self.refresh();
         self
     }
@@ -172,10 +184,11 @@ impl NodeView {
         demand.cpu <= free.cpu + 1e-9 && demand.memory <= free.memory && demand.disk <= free.disk
     }
 
-    /// CPU load before placing anything: the larger of what is reserved and what is measured.
+    /// CPU load before placing anything: the larger of what the placed tasks are expected to
+    /// use and what is measured.
     fn cpu_load(&self) -> f64 {
-        let reserved = ratio(self.reserved.cpu, self.capacity.cpu);
-        reserved.max(self.cpu_usage)
+        let committed = ratio(self.reserved.cpu.max(self.committed_cpu), self.capacity.cpu);
+        committed.max(self.cpu_usage)
     }
 
     /// Memory load before placing anything: the larger of what is reserved and what is measured.
@@ -309,6 +322,15 @@ fn pick_lowest<'a>(
     best
 }
 
+/// The CPU a task is expected to use: its request, or [`DEFAULT_TASK_CPU`] if it asks for none.
+pub fn effective_cpu(demand: Resources) -> f64 {
+    if demand.cpu > 0.0 {
+        demand.cpu
+    } else {
+        DEFAULT_TASK_CPU
+    }
+}
+
 /// E-PVM's marginal cost of placing `demand` on `node`: for CPU and memory,
 /// `L^(load after) - L^(load before)`. The cost grows with the load already there, so CPU
 /// that is busy (measured or reserved) makes a node more expensive, as the paper intends.
@@ -394,23 +416,6 @@ fn why_unplaceable(demand: Resources, nodes: &[NodeView]) -> Unplaceable {
     } else {
         Unplaceable(format!("no node has {}", short.join(" or ")))
     }
-}
-
-fn trim_float(x: f64) -> String {
-    let s = format!("{x:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// Bytes in binary units, for messages (`2 GiB`, `512 MiB`).
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{} {}", trim_float(value), UNITS[unit])
 }
 
 #[cfg(test)]

@@ -1,0 +1,267 @@
+//! The remote-worker actor: the worker messages, carried to a worker's HTTP API.
+//!
+//! The manager talks to every node through a [`WorkerHandle`]: a local [`Worker`] actor in the
+//! same process, or a [`RemoteWorker`] that turns the same messages into HTTP calls. Calls have a
+//! timeout; calls that did not reach the worker (connection refused, timeout) are retried with
+//! exponential back-off, and all our calls are idempotent, so a retry never runs a task twice.
+//! What the worker answers with an error status comes back as the matching [`WorkerError`].
+//!
+//! Architecture invariant: besides the HTTP edge of the binary, this is the only module that
+//! speaks HTTP.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::metrics::Stats;
+use crate::task::{Task, TaskEvent, TaskId};
+use crate::worker::{
+    GetNodeInfo, ListTasks, NodeInfo, RunTask, StopTask, TaskLogs, Worker, WorkerError, WorkerStats,
+};
+
+/// How a remote worker is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// Time allowed for one call (a stop gets this plus the worker's stop timeout).
+    pub timeout: Duration,
+    /// Extra attempts after a call that did not reach the worker.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each next one.
+    pub backoff: Duration,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A worker on another machine, reached at `base` (`http://host:port`).
+pub struct RemoteWorker {
+    base: String,
+    config: RemoteConfig,
+    client: awc::Client,
+}
+
+impl RemoteWorker {
+    /// A proxy for the worker at `base`.
+    pub fn new(base: impl Into<String>, config: RemoteConfig) -> RemoteWorker {
+        RemoteWorker {
+            base: base.into().trim_end_matches('/').to_string(),
+            config,
+            client: awc::Client::builder().disable_timeout().finish(),
+        }
+    }
+
+    fn call<T: DeserializeOwned + 'static>(
+        &self,
+        method: awc::http::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+        task: Option<TaskId>,
+    ) -> ResponseFuture<Result<T, WorkerError>> {
+        let url = format!("{}{}", self.base, path);
+        let raw = self.call_raw(method, path, body, timeout, task);
+        Box::pin(async move {
+            let bytes = raw.await?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                WorkerError::Unreachable(format!(
+                    "worker at {url} answered something unexpected: {e}"
+                ))
+            })
+        })
+    }
+
+    /// Makes the call, retrying what did not reach the worker; the body of a 2xx answer.
+    fn call_raw(
+        &self,
+        method: awc::http::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+        task: Option<TaskId>,
+    ) -> ResponseFuture<Result<Vec<u8>, WorkerError>> {
+        let client = self.client.clone();
+        let url = format!("{}{}", self.base, path);
+        let config = self.config.clone();
+        Box::pin(async move {
+            let mut attempt = 0;
+            loop {
+                let request = client.request(method.clone(), &url).timeout(timeout);
+                let sent = match &body {
+                    Some(body) => request.send_json(body).await,
+                    None => request.send().await,
+                };
+                let mut response = match sent {
+                    Ok(response) => response,
+                    Err(e) if attempt < config.retries => {
+                        attempt += 1;
+                        log::debug!("{method} {url}: {e}; retrying");
+                        actix::clock::sleep(config.backoff * 2u32.pow(attempt - 1)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(WorkerError::Unreachable(format!(
+                            "worker at {url} did not answer after {} attempts: {e}",
+                            attempt + 1
+                        )));
+                    }
+                };
+                let status = response.status().as_u16();
+                let bytes = response.body().limit(64 << 20).await.map_err(|e| {
+                    WorkerError::Unreachable(format!("worker at {url}: reading the answer: {e}"))
+                })?;
+                if (200..300).contains(&status) {
+                    return Ok(bytes.to_vec());
+                }
+                let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                    .map(|b| b.message)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+                return Err(match (status, task) {
+                    (404, Some(id)) => WorkerError::NotFound(id),
+                    (409, _) => WorkerError::Conflict(message),
+                    _ => WorkerError::Rejected { status, message },
+                });
+            }
+        })
+    }
+}
+
+/// The JSON error body of the worker API.
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+impl Actor for RemoteWorker {
+    type Context = Context<Self>;
+}
+
+/// Handler for [`RunTask`]: `POST /tasks`.
+impl Handler<RunTask> for RemoteWorker {
+    type Result = ResponseFuture<Result<Task, WorkerError>>;
+
+    fn handle(&mut self, RunTask(task): RunTask, _: &mut Context<Self>) -> Self::Result {
+        let id = task.id;
+        let body = serde_json::to_value(TaskEvent::run(task)).expect("a task always encodes");
+        self.call(
+            awc::http::Method::POST,
+            "/tasks".into(),
+            Some(body),
+            self.config.timeout,
+            Some(id),
+        )
+    }
+}
+
+/// Handler for [`StopTask`]: `DELETE /tasks/{id}`.
+impl Handler<StopTask> for RemoteWorker {
+    type Result = ResponseFuture<Result<Task, WorkerError>>;
+
+    fn handle(&mut self, StopTask(id): StopTask, _: &mut Context<Self>) -> Self::Result {
+        // A stop waits for the container's graceful exit on the worker.
+        let timeout = self.config.timeout + Duration::from_secs(30);
+        self.call(
+            awc::http::Method::DELETE,
+            format!("/tasks/{id}"),
+            None,
+            timeout,
+            Some(id),
+        )
+    }
+}
+
+/// Handler for [`ListTasks`]: `GET /tasks`.
+impl Handler<ListTasks> for RemoteWorker {
+    type Result = ResponseFuture<Result<Vec<Task>, WorkerError>>;
+
+    fn handle(&mut self, _: ListTasks, _: &mut Context<Self>) -> Self::Result {
+        self.call(
+            awc::http::Method::GET,
+            "/tasks".into(),
+            None,
+            self.config.timeout,
+            None,
+        )
+    }
+}
+
+/// Handler for [`WorkerStats`]: `GET /stats`.
+impl Handler<WorkerStats> for RemoteWorker {
+    type Result = ResponseFuture<Result<Stats, WorkerError>>;
+
+    fn handle(&mut self, _: WorkerStats, _: &mut Context<Self>) -> Self::Result {
+        self.call(
+            awc::http::Method::GET,
+            "/stats".into(),
+            None,
+            self.config.timeout,
+            None,
+        )
+    }
+}
+
+/// Handler for [`GetNodeInfo`]: `GET /node`.
+impl Handler<GetNodeInfo> for RemoteWorker {
+    type Result = ResponseFuture<Result<NodeInfo, WorkerError>>;
+
+    fn handle(&mut self, _: GetNodeInfo, _: &mut Context<Self>) -> Self::Result {
+        self.call(
+            awc::http::Method::GET,
+            "/node".into(),
+            None,
+            self.config.timeout,
+            None,
+        )
+    }
+}
+
+/// Handler for [`TaskLogs`]: `GET /tasks/{id}/logs`.
+impl Handler<TaskLogs> for RemoteWorker {
+    type Result = ResponseFuture<Result<String, WorkerError>>;
+
+    fn handle(&mut self, msg: TaskLogs, _: &mut Context<Self>) -> Self::Result {
+        let path = format!("/tasks/{}/logs?tail={}", msg.id, msg.tail);
+        let raw = self.call_raw(
+            awc::http::Method::GET,
+            path,
+            None,
+            self.config.timeout,
+            Some(msg.id),
+        );
+        Box::pin(async move { Ok(String::from_utf8_lossy(&raw.await?).into_owned()) })
+    }
+}
+
+/// A node's worker, in this process or behind HTTP: the manager's one way to reach a node.
+#[derive(Clone)]
+pub enum WorkerHandle {
+    /// A worker actor in this process (all-in-one mode).
+    Local(Addr<Worker>),
+    /// A worker on another machine.
+    Remote(Addr<RemoteWorker>),
+}
+
+impl WorkerHandle {
+    /// Sends `msg` to the worker and waits for its answer.
+    pub async fn send<M, T>(&self, msg: M) -> Result<T, WorkerError>
+    where
+        M: Message<Result = Result<T, WorkerError>> + Send + 'static,
+        T: Send + 'static,
+        Worker: Handler<M>,
+        RemoteWorker: Handler<M>,
+    {
+        match self {
+            WorkerHandle::Local(addr) => addr.send(msg).await?,
+            WorkerHandle::Remote(addr) => addr.send(msg).await?,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The manager's HTTP API (the book's, plus task details, logs, node joins and health).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /tasks` | a TaskEvent; 201 with the task as stored (Pending, placed right after); `State: 3` stops it |
+//! | `GET /tasks` | every task, always a JSON array |
+//! | `GET /tasks/{id}` | one task, with its node, restart count and last reason |
+//! | `DELETE /tasks/{id}` | stops the task on its node; 200 with the task, now Completed |
+//! | `GET /tasks/{id}/logs?tail=N` | the last N lines of the task's output, from its node |
+//! | `GET /nodes` | every node: address, status, capacity, reserved, live metrics, task count |
+//! | `POST /nodes` | `{"Address": "http://host:port"}`: connect to that worker and add it |
+//! | `GET /health` | 200 while the manager runs |
+//!
+//! Submissions beyond [`ManagerState::max_in_flight`] at once get 429 with `Retry-After`, rather
+//! than queueing without bound.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use cube_actors::manager::{
+    ConnectWorker, GetOne, ListAll, ListNodes, Logs, Manager, Stop, Submit,
+};
+use cube_actors::task::TaskEvent;
+use serde::Deserialize;
+
+use super::{ApiError, ErrorBody, parse_task_id};
+
+/// What the manager's handlers talk to.
+#[derive(Clone)]
+pub struct ManagerState {
+    /// The manager actor.
+    pub manager: Addr<Manager>,
+    /// Submissions being handled right now.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The most submissions handled at once; more get 429.
+    pub max_in_flight: usize,
+}
+
+/// Registers the manager routes.
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/tasks")
+            .route(web::post().to(submit))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/tasks/{id}")
+            .route(web::get().to(get))
+            .route(web::delete().to(stop)),
+    )
+    .route("/tasks/{id}/logs", web::get().to(logs))
+    .service(
+        web::resource("/nodes")
+            .route(web::get().to(nodes))
+            .route(web::post().to(join)),
+    )
+    .route("/health", web::get().to(health));
+}
+
+/// Counts a submission in flight for as long as it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn submit(
+    state: web::Data<ManagerState>,
+    event: web::Json<TaskEvent>,
+) -> Result<HttpResponse, ApiError> {
+    let busy = state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _slot = Slot(Arc::clone(&state.in_flight));
+    if busy >= state.max_in_flight {
+        let body = ErrorBody {
+            status: 429,
+            message: format!("the manager is handling {busy} submissions; retry in a second"),
+        };
+        return Ok(HttpResponse::build(StatusCode::TOO_MANY_REQUESTS)
+            .insert_header(("Retry-After", "1"))
+            .json(body));
+    }
+    let stop = event.state == cube_actors::task::TaskState::Completed;
+    let task = state.manager.send(Submit(event.into_inner())).await??;
+    Ok(if stop {
+        HttpResponse::Ok().json(task)
+    } else {
+        HttpResponse::Created().json(task)
+    })
+}
+
+async fn list(state: web::Data<ManagerState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.manager.send(ListAll).await?))
+}
+
+async fn get(
+    state: web::Data<ManagerState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&id)?;
+    Ok(HttpResponse::Ok().json(state.manager.send(GetOne(id)).await??))
+}
+
+async fn stop(
+    state: web::Data<ManagerState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&id)?;
+    Ok(HttpResponse::Ok().json(state.manager.send(Stop(id)).await??))
+}
+
+/// Query of `GET /tasks/{id}/logs`.
+#[derive(Deserialize)]
+struct LogsQuery {
+    /// Lines from the end (default 100).
+    tail: Option<usize>,
+}
+
+async fn logs(
+    state: web::Data<ManagerState>,
+    id: web::Path<String>,
+    query: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&id)?;
+    let tail = query.tail.unwrap_or(100).min(100_000);
+    let text = state.manager.send(Logs { id, tail }).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
+}
+
+async fn nodes(state: web::Data<ManagerState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.manager.send(ListNodes).await?))
+}
+
+/// Body of `POST /nodes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Join {
+    /// The worker's API address.
+    #[serde(rename = "Address")]
+    address: String,
+}
+
+async fn join(
+    state: web::Data<ManagerState>,
+    body: web::Json<Join>,
+) -> Result<HttpResponse, ApiError> {
+    let node = state
+        .manager
+        .send(ConnectWorker {
+            address: body.into_inner().address,
+        })
+        .await??;
+    Ok(HttpResponse::Created().json(node))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "Status": "ok", "Role": "manager" }))
+}
