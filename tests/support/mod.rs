@@ -37,16 +37,33 @@ pub async fn echo_image() -> &'static str {
     static BUILT: OnceCell<()> = OnceCell::const_new();
     BUILT
         .get_or_init(|| async {
-            let binary = build_echo_binary();
-            let tar =
-                cube_actors::runtime::echo_image_tar(&std::fs::read(&binary).unwrap()).unwrap();
-            cube_actors::runtime::import_image(
-                ECHO_IMAGE,
-                tar,
-                vec!["CMD [\"/echo\"]".into(), "EXPOSE 7777".into()],
-            )
-            .await
-            .expect("importing the echo test image");
+            let binary = std::fs::read(build_echo_binary()).unwrap();
+            // The image is also tagged with a hash of the binary, so an up-to-date image is
+            // kept rather than imported again.
+            let hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                binary.hash(&mut h);
+                format!("{:016x}", h.finish())
+            };
+            let versioned = format!("{}:{hash}", ECHO_IMAGE.rsplit_once(':').unwrap().0);
+            let docker = |args: &[&str]| {
+                Command::new("docker")
+                    .args(args)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            if !docker(&["image", "inspect", &versioned]) {
+                let tar = cube_actors::runtime::echo_image_tar(&binary).unwrap();
+                let changes = vec!["CMD [\"/echo\"]".into(), "EXPOSE 7777".into()];
+                cube_actors::runtime::import_image(&versioned, tar, changes)
+                    .await
+                    .expect("importing the echo test image");
+            }
+            assert!(
+                docker(&["tag", &versioned, ECHO_IMAGE]),
+                "docker tag {versioned} {ECHO_IMAGE}"
+            );
         })
         .await;
     ECHO_IMAGE
@@ -94,6 +111,7 @@ pub fn worker_settings(runtime: RuntimeChoice, store: StoreChoice, dir: &Path) -
         stop_timeout_secs: 2,
         reconcile_interval_ms: 300,
         stats_interval_ms: 200,
+        ..WorkerSettings::default()
     }
 }
 
@@ -283,7 +301,7 @@ impl CubeProcess {
                 .expect("cube exited before saying where it listens")
                 .unwrap();
             if let Some(at) = line.find("http://") {
-                break line[at..].trim().to_string();
+                break line[at..].split_whitespace().next().unwrap().to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.

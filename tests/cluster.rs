@@ -1,0 +1,431 @@
+//! Clusters end to end over HTTP: `cube up` (all-in-one), and a manager with separate
+//! `cube worker` processes reached through the remote-worker actor.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cube::config::{ClusterSettings, ManagerSettings, RuntimeChoice, Size, StoreChoice};
+use serde_json::{Value, json};
+use support::*;
+
+const SETTLE: Duration = Duration::from_secs(40);
+
+/// Polls `GET {base}/tasks/{id}` until the task is in `state`; returns it.
+async fn wait_task(base: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (status, task) = get(&format!("{base}/tasks/{id}")).await;
+        assert_eq!(status, 200, "{task}");
+        if task["State"] == state {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never reached {state}: {task}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Submits `n` tasks built by `make` and waits until all run; returns them.
+async fn run_tasks(base: &str, n: usize, make: impl Fn(usize) -> Value) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let ev = make(i);
+        let (status, body) = post(&format!("{base}/tasks"), &ev).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["State"], "Pending");
+        ids.push(ev["Task"]["ID"].as_str().unwrap().to_string());
+    }
+    let mut tasks = Vec::new();
+    for id in ids {
+        tasks.push(wait_task(base, &id, "Running").await);
+    }
+    tasks
+}
+
+fn per_node(tasks: &[Value]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        *counts
+            .entry(t["Node"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Cluster settings for a test: loopback port 0, private data directory, quick polls.
+fn cluster_settings(
+    runtime: RuntimeChoice,
+    dir: &std::path::Path,
+    node_memory: u64,
+) -> ClusterSettings {
+    ClusterSettings {
+        manager: ManagerSettings {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.join("manager"),
+            poll_interval_ms: 200,
+            ..ManagerSettings::default()
+        },
+        workers: 3,
+        store: StoreChoice::Lmdb,
+        data_dir: dir.to_path_buf(),
+        runtime,
+        publish_ip: "127.0.0.1".into(),
+        stop_timeout_secs: 2,
+        node_cpu: 1.0,
+        node_memory: Size(node_memory),
+        node_disk: Size(1 << 30),
+    }
+}
+
+/// In-process all-in-one cluster on the simulated runtime: six tasks spread two per node,
+/// a task bigger than any node waits Pending with its reason and runs once a node has room.
+#[actix_rt::test]
+async fn all_in_one_spreads_tasks_and_places_a_waiting_task_when_room_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        cube::serve::start_cluster(&cluster_settings(RuntimeChoice::Sim, dir.path(), 1 << 30))
+            .await
+            .unwrap();
+    actix_rt::spawn(cluster.manager.server);
+    let base = format!("http://{}", cluster.manager.addr);
+
+    let (_, nodes) = get(&format!("{base}/nodes")).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 3, "{nodes}");
+    let tasks = run_tasks(&base, 6, |_| {
+        event("sim/echo:latest", json!({"Memory": 256 << 20}))
+    })
+    .await;
+    assert_eq!(
+        per_node(&tasks),
+        BTreeMap::from([
+            ("node-1".into(), 2),
+            ("node-2".into(), 2),
+            ("node-3".into(), 2)
+        ])
+    );
+
+    // Each node has 512 MiB left: a 768 MiB task fits nowhere and says so.
+    let big = event("sim/echo:latest", json!({"Memory": 768 << 20}));
+    let big_id = big["Task"]["ID"].as_str().unwrap();
+    assert_eq!(post(&format!("{base}/tasks"), &big).await.0, 201);
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let (_, waiting) = get(&format!("{base}/tasks/{big_id}")).await;
+    assert_eq!(waiting["State"], "Pending");
+    assert_eq!(
+        waiting["Reason"],
+        "waiting for a node: no node has 768 MiB free memory (most free: 512 MiB)"
+    );
+
+    // Stopping a task frees its node's reservation: the waiting task goes there.
+    let victim = &tasks[0];
+    let (status, stopped) =
+        delete(&format!("{base}/tasks/{}", victim["ID"].as_str().unwrap())).await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["State"], "Completed");
+    let placed = wait_task(&base, big_id, "Running").await;
+    assert_eq!(placed["Node"], victim["Node"]);
+
+    let (_, nodes) = get(&format!("{base}/nodes")).await;
+    let node = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["Name"] == victim["Node"])
+        .unwrap();
+    assert_eq!(node["Reserved"]["Memory"], (256 + 768) << 20);
+    assert_eq!(node["TaskCount"], 2);
+    assert_eq!(node["Status"], "Ready");
+    assert!(
+        node["Stats"]["Memory"]["TotalBytes"].as_u64().unwrap() > 0,
+        "{node}"
+    );
+}
+
+/// The manager API's errors: unknown ids, bad ids, unknown fields, resubmitting a stopped task,
+/// a worker address that does not answer.
+#[actix_rt::test]
+async fn manager_api_errors_have_their_status_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        cube::serve::start_cluster(&cluster_settings(RuntimeChoice::Sim, dir.path(), 1 << 30))
+            .await
+            .unwrap();
+    actix_rt::spawn(cluster.manager.server);
+    let base = format!("http://{}", cluster.manager.addr);
+    let unknown = uuid::Uuid::new_v4();
+
+    for url in [
+        format!("{base}/tasks/{unknown}"),
+        format!("{base}/tasks/{unknown}/logs"),
+    ] {
+        let (status, body) = get(&url).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["Message"], format!("task {unknown} not found"));
+    }
+    assert_eq!(delete(&format!("{base}/tasks/{unknown}")).await.0, 404);
+    assert_eq!(get(&format!("{base}/tasks/nope")).await.0, 400);
+    let (status, body) = post(
+        &format!("{base}/tasks"),
+        &json!({"Task": {"Image": "x", "Cpus": 1}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `Cpus`"),
+        "{body}"
+    );
+
+    let ev = event("sim/echo:latest", json!({}));
+    let id = ev["Task"]["ID"].as_str().unwrap();
+    assert_eq!(post(&format!("{base}/tasks"), &ev).await.0, 201);
+    wait_task(&base, id, "Running").await;
+    // The book's way to stop: the same event with State 3.
+    let mut stop = ev.clone();
+    stop["State"] = json!(3);
+    let (status, body) = post(&format!("{base}/tasks"), &stop).await;
+    assert_eq!(
+        (status, &body["State"]),
+        (200, &json!("Completed")),
+        "{body}"
+    );
+    let (status, body) = post(&format!("{base}/tasks"), &ev).await;
+    assert_eq!(status, 409, "{body}");
+
+    let (status, body) = post(&format!("{base}/nodes"), &json!({"Address": "127.0.0.1:1"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+}
+
+/// `cube up --workers 3` on the real Docker engine: six echo tasks sent as book-style JSON all
+/// run, spread over the three nodes, and answer on their ports; DELETE stops them and removes
+/// their containers; a task larger than any node waits with its reason, then runs when room appears.
+#[actix_rt::test]
+async fn cube_up_runs_echo_tasks_on_docker() {
+    if !docker_ready().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = CubeProcess::spawn(
+        &[
+            "up",
+            "--workers",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--node-cpu",
+            "1",
+            "--node-memory",
+            "1Gi",
+        ],
+        &[],
+    );
+    let _cleanup = ["node-1", "node-2", "node-3"].map(|n| Cleanup(n.to_string()));
+    let base = up.base.clone();
+    let tasks = run_tasks(&base, 6, |_| {
+        event(
+            ECHO_IMAGE,
+            json!({"Memory": 256 << 20, "ExposedPorts": {"7777/tcp": {}}}),
+        )
+    })
+    .await;
+    assert_eq!(
+        per_node(&tasks),
+        BTreeMap::from([
+            ("node-1".into(), 2),
+            ("node-2".into(), 2),
+            ("node-3".into(), 2)
+        ])
+    );
+    for task in &tasks {
+        let port = task["HostPorts"]["7777/tcp"][0]["HostPort"]
+            .as_str()
+            .unwrap();
+        let echoed = post(
+            &format!("http://127.0.0.1:{port}/"),
+            &json!({"Msg": task["Name"]}),
+        )
+        .await;
+        assert_eq!(echoed, (200, json!({"Msg": task["Name"]})));
+        let inspect = docker_inspect(task["ContainerID"].as_str().unwrap()).unwrap();
+        assert_eq!(inspect["Config"]["Labels"]["cube.worker"], task["Node"]);
+    }
+
+    let big = event(ECHO_IMAGE, json!({"Memory": 768 << 20}));
+    let big_id = big["Task"]["ID"].as_str().unwrap();
+    assert_eq!(post(&format!("{base}/tasks"), &big).await.0, 201);
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    let (_, waiting) = get(&format!("{base}/tasks/{big_id}")).await;
+    assert_eq!(waiting["State"], "Pending", "{waiting}");
+    assert!(
+        waiting["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("768 MiB free memory"),
+        "{waiting}"
+    );
+
+    for task in &tasks {
+        let (status, stopped) =
+            delete(&format!("{base}/tasks/{}", task["ID"].as_str().unwrap())).await;
+        assert_eq!(
+            (status, &stopped["State"]),
+            (200, &json!("Completed")),
+            "{stopped}"
+        );
+        assert!(
+            docker_inspect(task["ContainerID"].as_str().unwrap()).is_none(),
+            "container removed"
+        );
+    }
+    let placed = wait_task(&base, big_id, "Running").await;
+    let (status, _) = delete(&format!("{base}/tasks/{big_id}")).await;
+    assert_eq!(status, 200);
+    assert!(docker_inspect(placed["ContainerID"].as_str().unwrap()).is_none());
+}
+
+/// A manager and two `cube worker` processes on loopback: one worker listed with `--workers`,
+/// one joining with `--manager`. Tasks land on both through the remote-worker actor; a killed
+/// worker becomes Unreachable and is not chosen again; the manager restarted on its LMDB
+/// directory still knows every task.
+#[actix_rt::test]
+async fn separate_manager_and_worker_processes() {
+    let docker = docker_ready().await;
+    let runtime = if docker { "docker" } else { "sim" };
+    let image = if docker {
+        ECHO_IMAGE
+    } else {
+        "sim/echo:latest"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let (name_a, name_b) = (format!("wa-{suffix}"), format!("wb-{suffix}"));
+    let _cleanup = (Cleanup(name_a.clone()), Cleanup(name_b.clone()));
+    let worker = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--runtime",
+            runtime,
+            "--publish-ip",
+            "127.0.0.1",
+            "--stop-timeout",
+            "2",
+            "--cpu",
+            "1",
+            "--memory",
+            "1Gi",
+        ];
+        let data = path(name);
+        args.extend(["--data-dir", &data]);
+        args.extend(extra);
+        CubeProcess::spawn(&args, &[])
+    };
+    let a = worker(&name_a, &[]);
+    let a_addr = a.base.trim_start_matches("http://").to_string();
+    let manager_args = [
+        "manager",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &path("manager"),
+        "--workers",
+        &a_addr,
+        "--scheduler",
+        "roundrobin",
+        "--poll-interval-ms",
+        "200",
+    ];
+    let mut manager = CubeProcess::spawn(&manager_args, &[]);
+    let mut b = worker(&name_b, &["--manager", &manager.base]);
+    wait_nodes(&manager.base, 2).await;
+
+    let tasks = run_tasks(&manager.base, 4, |_| {
+        event(image, json!({"Memory": 64 << 20}))
+    })
+    .await;
+    assert_eq!(
+        per_node(&tasks),
+        BTreeMap::from([(name_a.clone(), 2), (name_b.clone(), 2)])
+    );
+
+    // Worker b dies: it turns Unreachable and new tasks all go to a.
+    b.kill();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, nodes) = get(&format!("{}/nodes", manager.base)).await;
+        let b_node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["Name"] == name_b.as_str())
+            .unwrap()
+            .clone();
+        if b_node["Status"] == "Unreachable" {
+            assert!(
+                b_node["Error"].as_str().unwrap().contains("did not answer"),
+                "{b_node}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker b never became Unreachable"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let more = run_tasks(&manager.base, 3, |_| {
+        event(image, json!({"Memory": 64 << 20}))
+    })
+    .await;
+    assert_eq!(per_node(&more), BTreeMap::from([(name_a.clone(), 3)]));
+
+    // The manager restarts on its data directory and still knows all seven tasks.
+    manager.kill();
+    let manager = CubeProcess::spawn(&manager_args, &[]);
+    let (_, listed) = get(&format!("{}/tasks", manager.base)).await;
+    assert_eq!(listed.as_array().unwrap().len(), 7, "{listed}");
+    let on_a = more[0]["ID"].as_str().unwrap();
+    let (_, task) = get(&format!("{}/tasks/{on_a}", manager.base)).await;
+    assert_eq!(
+        (&task["State"], &task["Node"]),
+        (&json!("Running"), &json!(name_a))
+    );
+    drop(a);
+}
+
+async fn wait_nodes(base: &str, n: usize) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, nodes) = get(&format!("{base}/nodes")).await;
+        if nodes.as_array().is_some_and(|a| a.len() == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {nodes} joined");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes a worker's containers when the test ends, however it ends.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_containers_of(&self.0);
+    }
+}
