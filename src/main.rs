@@ -3,15 +3,23 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use cube::cli::client::ManagerClient;
+use cube::cli::commands::{self, Output, RunSpec};
 use cube::config::{
     self, ClusterSettings, ManagerSettings, RuntimeChoice, Size, StoreChoice, WorkerSettings,
 };
 use cube_actors::scheduler::Algorithm;
+use cube_actors::task::RestartPolicy;
 
 /// Cube: a small container orchestrator.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  cube up                                   # manager + 3 nodes on this machine\n  cube run --image cube/echo:latest --port 7777 --wait\n  cube run -f config/examples/echo.json\n  cube status\n  cube node\n  cube logs web -f\n  cube stop web\n\nThe manager address comes from --manager, then CUBE_MANAGER, then http://localhost:5555."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +42,153 @@ enum Command {
         after_help = "Examples:\n  cube up\n  cube up --workers 5 --scheduler greedy\n  cube up --runtime sim --workers 100"
     )]
     Up(UpArgs),
+    /// Run a task: from a file (the book's TaskEvent JSON, or a bare Task) and/or from flags.
+    #[command(
+        after_help = "Examples:\n  cube run -f config/examples/echo.json --wait\n  cube run --image cube/echo:latest --name web --memory 64Mi --cpu 0.5 --port 7777 --env GREETING=hi --wait\n  cube run --image cube/echo:latest --port 9000:7777 --health-check /health\n  cube run --image cube/echo:latest -- /echo"
+    )]
+    Run(RunArgs),
+    /// Stop a task, named by its ID, a unique ID prefix, or its name.
+    #[command(after_help = "Examples:\n  cube stop web\n  cube stop 21b23589")]
+    Stop(StopArgs),
+    /// Show every task as a table, or one task in detail.
+    #[command(after_help = "Examples:\n  cube status\n  cube status web\n  cube status -o json")]
+    Status(StatusArgs),
+    /// Show the nodes: address, status, reserved/offered CPU, memory and disk, task count.
+    #[command(after_help = "Examples:\n  cube node\n  cube node -o json")]
+    Node(NodeArgs),
+    /// Show a task's output (the last lines; -f follows until the task ends).
+    #[command(
+        after_help = "Examples:\n  cube logs web\n  cube logs web -f\n  cube logs 21b23589 --tail 20"
+    )]
+    Logs(LogsArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  cube completions bash > /etc/bash_completion.d/cube\n  cube completions zsh > \"${fpath[1]}/_cube\"\n  cube completions fish > ~/.config/fish/completions/cube.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Import the echo test program as a container image (no registry needed).
+    #[command(
+        after_help = "Examples:\n  cube image-echo --binary target/echo/x86_64-unknown-linux-gnu/release/cube-echo\n  (scripts/echo-image.sh builds the binary and runs this)"
+    )]
+    ImageEcho {
+        /// The statically linked cube-echo binary.
+        #[arg(long)]
+        binary: PathBuf,
+        /// The image name to give it.
+        #[arg(long, default_value = "cube/echo:latest")]
+        tag: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The manager's address.
+    #[arg(
+        long,
+        short = 'm',
+        env = "CUBE_MANAGER",
+        default_value = "http://localhost:5555",
+        global = true
+    )]
+    manager: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    output: Output,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    target: Target,
+    /// A task file: the book's TaskEvent JSON, or a bare Task.
+    #[arg(long, short = 'f', visible_alias = "filename")]
+    file: Option<PathBuf>,
+    /// The container image.
+    #[arg(long, short = 'i')]
+    image: Option<String>,
+    /// The task's name.
+    #[arg(long, short = 'n')]
+    name: Option<String>,
+    /// CPU cores to reserve (and limit to).
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory to reserve (and limit to), e.g. 256Mi.
+    #[arg(long)]
+    memory: Option<Size>,
+    /// Disk to reserve, e.g. 1Gi.
+    #[arg(long)]
+    disk: Option<Size>,
+    /// A port to publish: PORT (any free host port), HOSTPORT:PORT, or PORT/udp. Repeatable.
+    #[arg(long, short = 'p')]
+    port: Vec<String>,
+    /// An environment variable KEY=value. Repeatable.
+    #[arg(long, short = 'e')]
+    env: Vec<String>,
+    /// An HTTP path answering 200 while the task is healthy.
+    #[arg(long)]
+    health_check: Option<String>,
+    /// no, always, unless-stopped or on-failure.
+    #[arg(long)]
+    restart_policy: Option<RestartPolicy>,
+    /// Wait until the task runs (or fails), showing its progress.
+    #[arg(long, short = 'w')]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// A command replacing the image's default (after --).
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct StopArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The task: ID, unique ID prefix, or name.
+    task: String,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    /// One task (ID, unique ID prefix, or name); all tasks when left out.
+    task: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The task: ID, unique ID prefix, or name.
+    task: String,
+    /// Keep printing new lines until the task ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// How many lines from the end.
+    #[arg(long, default_value_t = 100)]
+    tail: usize,
+}
+
+/// Runs a client command in an actix system.
+fn client_command<F, Fut>(target: &Target, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ManagerClient, Output) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let client = ManagerClient::new(&target.manager);
+    let output = target.output;
+    actix_web::rt::System::new().block_on(f(client, output))
 }
 
 #[derive(clap::Args)]
@@ -230,10 +385,75 @@ impl WorkerArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let server = matches!(
+        cli.command,
+        Command::Worker(_) | Command::Manager(_) | Command::Up(_)
+    );
+    // Servers log what they do; client commands only warn.
+    let level = if server { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match dispatch(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let spec = RunSpec {
+                file: args.file,
+                image: args.image,
+                name: args.name,
+                cpu: args.cpu,
+                memory: args.memory.map(|s| s.0),
+                disk: args.disk.map(|s| s.0),
+                ports: args.port,
+                env: args.env,
+                health_check: args.health_check,
+                restart_policy: args.restart_policy,
+                cmd: args.cmd,
+            };
+            let (wait, timeout) = (args.wait, std::time::Duration::from_secs(args.timeout));
+            client_command(&args.target, |c, o| async move {
+                commands::run(&c, spec, wait, timeout, o).await
+            })
+        }
+        Command::Stop(args) => client_command(&args.target, |c, o| async move {
+            commands::stop(&c, &args.task, o).await
+        }),
+        Command::Status(args) => client_command(&args.target, |c, o| async move {
+            commands::status(&c, args.task.as_deref(), o).await
+        }),
+        Command::Node(args) => {
+            client_command(
+                &args.target,
+                |c, o| async move { commands::node(&c, o).await },
+            )
+        }
+        Command::Logs(args) => client_command(&args.target, |c, o| async move {
+            commands::logs(&c, &args.task, args.tail, args.follow, o).await
+        }),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "cube", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ImageEcho { binary, tag } => {
+            let bytes = std::fs::read(&binary)
+                .with_context(|| format!("cannot read {}", binary.display()))?;
+            let tar = cube_actors::runtime::echo_image_tar(&bytes)?;
+            let changes = vec!["CMD [\"/echo\"]".to_string(), "EXPOSE 7777".to_string()];
+            actix_web::rt::System::new()
+                .block_on(cube_actors::runtime::import_image(&tag, tar, changes))
+                .with_context(|| format!("cannot import {tag}"))?;
+            println!("imported {} as image {tag}", binary.display());
+            Ok(())
+        }
         Command::Worker(args) => {
             let settings = args.settings()?;
             actix_web::rt::System::new().block_on(async move {

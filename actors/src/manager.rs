@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use crate::metrics::Stats;
 use crate::node::{LOCAL_ADDRESS, Node, NodeReport, NodeStatus};
 use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
+use crate::runtime::LogQuery;
 use crate::scheduler::actor::{
     NodeUsage, Place, Release, Reserve, SchedulerActor, Snapshot, UpsertNode,
 };
@@ -763,8 +764,8 @@ impl Handler<GetOne> for Manager {
 pub struct Logs {
     /// The task.
     pub id: TaskId,
-    /// Lines from the end.
-    pub tail: usize,
+    /// Which lines.
+    pub query: LogQuery,
 }
 
 /// Handler for [`Logs`].
@@ -791,7 +792,7 @@ impl Handler<Logs> for Manager {
             handle
                 .send(TaskLogs {
                     id: msg.id,
-                    tail: msg.tail,
+                    query: msg.query,
                 })
                 .await
                 .map_err(|error| ManagerError::Worker { node, error })

@@ -229,7 +229,14 @@ impl Handler<TaskLogs> for RemoteWorker {
     type Result = ResponseFuture<Result<String, WorkerError>>;
 
     fn handle(&mut self, msg: TaskLogs, _: &mut Context<Self>) -> Self::Result {
-        let path = format!("/tasks/{}/logs?tail={}", msg.id, msg.tail);
+        let q = msg.query;
+        let mut path = format!(
+            "/tasks/{}/logs?tail={}&timestamps={}",
+            msg.id, q.tail, q.timestamps
+        );
+        if let Some(since) = q.since {
+            path.push_str(&format!("&since={since}"));
+        }
         let raw = self.call_raw(
             awc::http::Method::GET,
             path,

@@ -16,8 +16,8 @@ use actix::prelude::*;
 
 use crate::metrics::{GetStats, MetricsCollector, SetTaskCount, Stats};
 use crate::runtime::{
-    ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, Logs,
-    Ping, RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
+    ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, LogQuery,
+    Logs, Ping, RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
 };
 use crate::scheduler::Resources;
 use crate::store::{List, Put, Store, StoreError};
@@ -657,8 +657,8 @@ impl Handler<GetTask> for Worker {
 pub struct TaskLogs {
     /// The task.
     pub id: TaskId,
-    /// How many lines from the end.
-    pub tail: usize,
+    /// Which lines.
+    pub query: LogQuery,
 }
 
 /// Handler for [`TaskLogs`].
@@ -681,7 +681,7 @@ impl Handler<TaskLogs> for Worker {
             Ok(runtime
                 .send(Logs {
                     container_id,
-                    tail: msg.tail,
+                    query: msg.query,
                 })
                 .await??)
         })

@@ -26,7 +26,7 @@ use cube_actors::manager::{
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
 
-use super::{ApiError, ErrorBody, parse_task_id};
+use super::{ApiError, ErrorBody, LogsParams, parse_task_id};
 
 /// What the manager's handlers talk to.
 #[derive(Clone)]
@@ -113,21 +113,14 @@ async fn stop(
     Ok(HttpResponse::Ok().json(state.manager.send(Stop(id)).await??))
 }
 
-/// Query of `GET /tasks/{id}/logs`.
-#[derive(Deserialize)]
-struct LogsQuery {
-    /// Lines from the end (default 100).
-    tail: Option<usize>,
-}
-
 async fn logs(
     state: web::Data<ManagerState>,
     id: web::Path<String>,
-    query: web::Query<LogsQuery>,
+    query: web::Query<LogsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&id)?;
-    let tail = query.tail.unwrap_or(100).min(100_000);
-    let text = state.manager.send(Logs { id, tail }).await??;
+    let query = query.into_inner().into_query();
+    let text = state.manager.send(Logs { id, query }).await??;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))

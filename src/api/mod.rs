@@ -10,6 +10,8 @@ pub mod worker;
 use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use cube_actors::runtime::LogQuery;
+use serde::Deserialize;
 use uuid::Uuid;
 
 pub use error::{ApiError, ErrorBody};
@@ -43,6 +45,27 @@ pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
         ApiError::bad_request(format!("invalid query string: {err}")).into()
     })
+}
+
+/// Query of `GET /tasks/{id}/logs`: `tail` (default 100), `since` (Unix seconds),
+/// `timestamps` (prefix each line with its time).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsParams {
+    tail: Option<usize>,
+    since: Option<i64>,
+    timestamps: Option<bool>,
+}
+
+impl LogsParams {
+    /// The runtime's query, with defaults and bounds applied.
+    pub fn into_query(self) -> LogQuery {
+        LogQuery {
+            tail: self.tail.unwrap_or(100).min(100_000),
+            since: self.since,
+            timestamps: self.timestamps.unwrap_or(false),
+        }
+    }
 }
 
 /// Reads a task id from a path segment.

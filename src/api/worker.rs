@@ -16,9 +16,8 @@ use actix_web::{HttpResponse, web};
 use cube_actors::metrics::{GetStats, MetricsCollector};
 use cube_actors::task::{Desired, TaskEvent};
 use cube_actors::worker::{GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker};
-use serde::Deserialize;
 
-use super::{ApiError, parse_task_id};
+use super::{ApiError, LogsParams, parse_task_id};
 
 /// What the worker's handlers talk to.
 #[derive(Clone)]
@@ -86,21 +85,14 @@ async fn stop(
     Ok(HttpResponse::Ok().json(state.worker.send(StopTask(id)).await??))
 }
 
-/// Query of `GET /tasks/{id}/logs`.
-#[derive(Deserialize)]
-struct LogsQuery {
-    /// Lines from the end (default 100).
-    tail: Option<usize>,
-}
-
 async fn logs(
     state: web::Data<WorkerState>,
     id: web::Path<String>,
-    query: web::Query<LogsQuery>,
+    query: web::Query<LogsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&id)?;
-    let tail = query.tail.unwrap_or(100).min(100_000);
-    let text = state.worker.send(TaskLogs { id, tail }).await??;
+    let query = query.into_inner().into_query();
+    let text = state.worker.send(TaskLogs { id, query }).await??;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))

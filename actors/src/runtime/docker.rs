@@ -410,11 +410,15 @@ impl Handler<Logs> for DockerRuntime {
         let client = self.client();
         Box::pin(async move {
             let docker = client.await?;
-            let options = LogsOptionsBuilder::default()
+            let mut options = LogsOptionsBuilder::default()
                 .stdout(true)
                 .stderr(true)
-                .tail(&msg.tail.to_string())
-                .build();
+                .timestamps(msg.query.timestamps)
+                .tail(&msg.query.tail.to_string());
+            if let Some(since) = msg.query.since {
+                options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
+            }
+            let options = options.build();
             let mut stream = docker.logs(&msg.container_id, Some(options));
             let mut text = String::new();
             while let Some(chunk) = stream.next().await {

@@ -160,14 +160,36 @@ pub struct Inspect {
     pub container_id: String,
 }
 
-/// Reads the last lines a container wrote to stdout and stderr.
+/// Which lines of a container's output to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// How many lines from the end.
+    pub tail: usize,
+    /// Only lines written at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Start each line with its RFC 3339 timestamp (how `logs -f` knows what it has shown).
+    pub timestamps: bool,
+}
+
+impl LogQuery {
+    /// The last `tail` lines, without timestamps.
+    pub fn tail(tail: usize) -> LogQuery {
+        LogQuery {
+            tail,
+            since: None,
+            timestamps: false,
+        }
+    }
+}
+
+/// Reads what a container wrote to stdout and stderr.
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
 pub struct Logs {
     /// The container.
     pub container_id: String,
-    /// How many lines from the end.
-    pub tail: usize,
+    /// Which lines.
+    pub query: LogQuery,
 }
 
 /// Lists every container this worker created (by its labels), running or not.

@@ -7,9 +7,10 @@
 //! "not pullable", as on a node with no registry.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
@@ -22,7 +23,7 @@ use crate::task::{PortBinding, TaskId, parse_port_spec};
 struct SimContainer {
     task_id: TaskId,
     info: ContainerInfo,
-    logs: Vec<String>,
+    logs: Vec<(DateTime<Utc>, String)>,
 }
 
 /// Runs tasks in memory.
@@ -31,8 +32,6 @@ pub struct SimRuntime {
     containers: HashMap<String, SimContainer>,
     /// Images that exist; `None` means every image exists.
     known_images: Option<HashSet<String>>,
-    /// The next host port to hand out.
-    next_port: u16,
     /// Who hears about containers that end on their own.
     exits: Recipient<ContainerExited>,
 }
@@ -43,15 +42,14 @@ impl SimRuntime {
         SimRuntime {
             containers: HashMap::new(),
             known_images,
-            next_port: 40000,
             exits,
         }
     }
 
+    /// A host port not given out before in this process (simulated nodes share one machine).
     fn port(&mut self) -> String {
-        let port = self.next_port;
-        self.next_port = if port == u16::MAX { 40000 } else { port + 1 };
-        port.to_string()
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        (40000 + NEXT.fetch_add(1, Ordering::Relaxed) % 25000).to_string()
     }
 }
 
@@ -116,7 +114,8 @@ impl Handler<Start> for SimRuntime {
                         oom_killed: false,
                         error: String::new(),
                     };
-                    c.logs.push(format!("exiting with code {code} as asked"));
+                    c.logs
+                        .push((Utc::now(), format!("exiting with code {code} as asked")));
                     act.exits.do_send(ContainerExited {
                         task_id: c.task_id,
                         container_id,
@@ -130,9 +129,12 @@ impl Handler<Start> for SimRuntime {
             SimContainer {
                 task_id: task.id,
                 info: info.clone(),
-                logs: vec![format!(
-                    "simulated container for task {} ({}) started",
-                    task.name, task.image
+                logs: vec![(
+                    Utc::now(),
+                    format!(
+                        "simulated container for task {} ({}) started",
+                        task.name, task.image
+                    ),
                 )],
             },
         );
@@ -180,8 +182,23 @@ impl Handler<Logs> for SimRuntime {
                 operation: "read logs",
                 reason: format!("no such container: {}", msg.container_id),
             })?;
-        let skip = c.logs.len().saturating_sub(msg.tail);
-        Ok(c.logs[skip..].iter().map(|l| format!("{l}\n")).collect())
+        let since = msg.query.since.unwrap_or(i64::MIN);
+        let lines: Vec<&(DateTime<Utc>, String)> = c
+            .logs
+            .iter()
+            .filter(|(t, _)| t.timestamp() >= since)
+            .collect();
+        let skip = lines.len().saturating_sub(msg.query.tail);
+        Ok(lines[skip..]
+            .iter()
+            .map(|(t, l)| match msg.query.timestamps {
+                true => format!(
+                    "{} {l}\n",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                ),
+                false => format!("{l}\n"),
+            })
+            .collect())
     }
 }
 

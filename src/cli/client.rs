@@ -1,0 +1,172 @@
+//! The CLI's HTTP client for the manager API, with errors a person can act on.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use cube_actors::node::NodeReport;
+use cube_actors::task::{Task, TaskEvent};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Talks to one manager.
+pub struct ManagerClient {
+    base: String,
+    client: awc::Client,
+}
+
+impl ManagerClient {
+    /// A client for the manager at `address` (`host:port` or `http://host:port`).
+    pub fn new(address: &str) -> ManagerClient {
+        let base = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        ManagerClient {
+            base: base.trim_end_matches('/').to_string(),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish(),
+        }
+    }
+
+    /// The manager's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let request = self.client.request(method, &url);
+        let sent = match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        };
+        let mut response = sent.map_err(|e| {
+            anyhow!(
+                "cannot reach the manager at {} ({e})\n\
+                 Start one with `cube up` (all-in-one) or `cube manager`, or point to a running one \
+                 with --manager URL or the CUBE_MANAGER environment variable",
+                self.base
+            )
+        })?;
+        let bytes = response
+            .body()
+            .limit(64 << 20)
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        if response.status().is_success() {
+            return Ok(bytes.to_vec());
+        }
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["Message"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        bail!("{message}")
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<T> {
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("the manager at {} answered something unexpected", self.base))
+    }
+
+    /// `POST /tasks`.
+    pub async fn submit(&self, event: &TaskEvent) -> anyhow::Result<Task> {
+        let body = serde_json::to_value(event)?;
+        self.json(awc::http::Method::POST, "/tasks", Some(&body))
+            .await
+            .map_err(|e| anyhow!("the manager refused the task: {e}"))
+    }
+
+    /// `GET /tasks`.
+    pub async fn tasks(&self) -> anyhow::Result<Vec<Task>> {
+        self.json(awc::http::Method::GET, "/tasks", None).await
+    }
+
+    /// `GET /tasks/{id}`.
+    pub async fn task(&self, id: &str) -> anyhow::Result<Task> {
+        self.json(awc::http::Method::GET, &format!("/tasks/{id}"), None)
+            .await
+    }
+
+    /// `DELETE /tasks/{id}`.
+    pub async fn stop(&self, id: &str) -> anyhow::Result<Task> {
+        self.json(awc::http::Method::DELETE, &format!("/tasks/{id}"), None)
+            .await
+    }
+
+    /// `GET /tasks/{id}/logs`.
+    pub async fn logs(
+        &self,
+        id: &str,
+        tail: usize,
+        since: Option<i64>,
+        timestamps: bool,
+    ) -> anyhow::Result<String> {
+        let mut path = format!("/tasks/{id}/logs?tail={tail}&timestamps={timestamps}");
+        if let Some(since) = since {
+            path.push_str(&format!("&since={since}"));
+        }
+        let bytes = self.call(awc::http::Method::GET, &path, None).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `GET /nodes`.
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeReport>> {
+        self.json(awc::http::Method::GET, "/nodes", None).await
+    }
+
+    /// Finds the one task `reference` names: its full ID, a unique prefix of its ID, or its name
+    /// (when several tasks share a name, the one not yet ended).
+    pub async fn resolve(&self, reference: &str) -> anyhow::Result<Task> {
+        let tasks = self.tasks().await?;
+        if let Some(task) = tasks.iter().find(|t| t.id.to_string() == reference) {
+            return Ok(task.clone());
+        }
+        let by_prefix: Vec<&Task> = tasks
+            .iter()
+            .filter(|t| t.id.to_string().starts_with(reference))
+            .collect();
+        let by_name: Vec<&Task> = tasks.iter().filter(|t| t.name == reference).collect();
+        let candidates = if !by_prefix.is_empty() {
+            by_prefix
+        } else {
+            by_name
+        };
+        let candidates: Vec<&Task> = if candidates.len() > 1 {
+            let live: Vec<&Task> = candidates
+                .iter()
+                .copied()
+                .filter(|t| !t.state.is_terminal())
+                .collect();
+            if live.is_empty() { candidates } else { live }
+        } else {
+            candidates
+        };
+        match candidates.as_slice() {
+            [] => bail!(
+                "no task matches `{reference}` (give an ID, a unique ID prefix, or a name; `cube status` lists them)"
+            ),
+            [one] => Ok((*one).clone()),
+            many => bail!(
+                "`{reference}` matches {} tasks: {}; give more of the ID",
+                many.len(),
+                many.iter()
+                    .map(|t| format!("{} ({})", t.id, t.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}

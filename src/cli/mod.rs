@@ -1,0 +1,5 @@
+//! The command-line client: a manager API client, the commands people type, and table output.
+
+pub mod client;
+pub mod commands;
+pub mod table;
