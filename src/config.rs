@@ -190,6 +190,9 @@ pub struct ClusterSettings {
     pub manager: ManagerSettings,
     /// How many worker nodes.
     pub workers: usize,
+    /// The nodes are named `<node_prefix>-1`, `<node_prefix>-2`, ... (and so are the labels of
+    /// their containers).
+    pub node_prefix: String,
     /// Where the nodes keep their tasks (each in `<data_dir>/<node name>`).
     pub store: StoreChoice,
     /// Data directory of the nodes.
@@ -216,6 +219,7 @@ impl Default for ClusterSettings {
                 ..ManagerSettings::default()
             },
             workers: 3,
+            node_prefix: "node".into(),
             store: StoreChoice::Lmdb,
             data_dir: PathBuf::from("data/cluster"),
             runtime: RuntimeChoice::Docker,

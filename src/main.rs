@@ -270,6 +270,9 @@ struct UpArgs {
     /// Memory each node offers, e.g. 2Gi (default: an equal share of the machine).
     #[arg(long)]
     node_memory: Option<Size>,
+    /// Name the nodes <PREFIX>-1, <PREFIX>-2, ... (default node).
+    #[arg(long)]
+    node_prefix: Option<String>,
 }
 
 impl UpArgs {
@@ -300,6 +303,9 @@ impl UpArgs {
         }
         if let Some(v) = self.node_memory {
             s.node_memory = v;
+        }
+        if let Some(v) = self.node_prefix {
+            s.node_prefix = v;
         }
         Ok(s)
     }

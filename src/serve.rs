@@ -322,7 +322,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
     let metrics = MetricsCollector::new(measured, Duration::from_secs(1)).start();
     let mut nodes = Vec::new();
     for i in 1..=settings.workers {
-        let name = format!("node-{i}");
+        let name = format!("{}-{i}", settings.node_prefix);
         let store = open_store(settings.store, &settings.data_dir.join(&name), 256, &name)?;
         let config = WorkerConfig {
             name: name.clone(),

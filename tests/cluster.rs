@@ -70,6 +70,7 @@ fn cluster_settings(
             ..ManagerSettings::default()
         },
         workers: 3,
+        node_prefix: "node".into(),
         store: StoreChoice::Lmdb,
         data_dir: dir.to_path_buf(),
         runtime,
@@ -215,9 +216,12 @@ async fn cube_up_runs_echo_tasks_on_docker() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("up-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let up = CubeProcess::spawn(
         &[
             "up",
+            "--node-prefix",
+            &prefix,
             "--workers",
             "3",
             "--listen",
@@ -231,7 +235,8 @@ async fn cube_up_runs_echo_tasks_on_docker() {
         ],
         &[],
     );
-    let _cleanup = ["node-1", "node-2", "node-3"].map(|n| Cleanup(n.to_string()));
+    let names = [1, 2, 3].map(|i| format!("{prefix}-{i}"));
+    let _cleanup = names.clone().map(Cleanup);
     let base = up.base.clone();
     let tasks = run_tasks(&base, 6, |_| {
         event(
@@ -240,14 +245,7 @@ async fn cube_up_runs_echo_tasks_on_docker() {
         )
     })
     .await;
-    assert_eq!(
-        per_node(&tasks),
-        BTreeMap::from([
-            ("node-1".into(), 2),
-            ("node-2".into(), 2),
-            ("node-3".into(), 2)
-        ])
-    );
+    assert_eq!(per_node(&tasks), BTreeMap::from(names.map(|n| (n, 2))));
     for task in &tasks {
         let port = task["HostPorts"]["7777/tcp"][0]["HostPort"]
             .as_str()

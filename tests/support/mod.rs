@@ -69,6 +69,11 @@ pub async fn echo_image() -> &'static str {
     ECHO_IMAGE
 }
 
+/// The static echo binary (built by [`echo_image`]).
+pub fn echo_binary() -> PathBuf {
+    build_echo_binary()
+}
+
 /// `cargo build` of the echo program, statically linked, in its own target directory (so it
 /// does not wait on the lock of the build running the tests).
 fn build_echo_binary() -> PathBuf {
