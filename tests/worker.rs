@@ -385,3 +385,50 @@ async fn an_unreachable_docker_engine_is_503() {
     let (_, listed) = get(&format!("{}/tasks", worker.base)).await;
     assert_eq!(listed, json!([]));
 }
+
+/// A container removed while its worker was down leaves its task Failed, saying it vanished.
+#[actix_rt::test]
+async fn a_vanished_container_fails_its_task() {
+    if !docker_ready().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let name = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let args = [
+        "worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        &name,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--runtime",
+        "docker",
+    ];
+    let _cleanup = Cleanup(name.clone());
+    let mut first = CubeProcess::spawn(&args, &[]);
+    let ev = event(ECHO_IMAGE, json!({}));
+    let id = ev["Task"]["ID"].as_str().unwrap();
+    assert_eq!(post(&format!("{}/tasks", first.base), &ev).await.0, 201);
+    let task = wait_running(&first.base, id).await;
+    first.kill();
+    let container = task["ContainerID"].as_str().unwrap();
+    let removed = std::process::Command::new("docker")
+        .args(["rm", "-f", container])
+        .output()
+        .unwrap();
+    assert!(removed.status.success());
+
+    let second = CubeProcess::spawn(&args, &[]);
+    for _ in 0..300 {
+        let (_, detail) = get(&format!("{}/tasks/{id}", second.base)).await;
+        if detail["Task"]["State"] == "Failed" {
+            let reason = detail["Task"]["Reason"].as_str().unwrap();
+            assert_eq!(reason, format!("container {} vanished", &container[..12]));
+            return;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("task {id} was not marked Failed");
+}

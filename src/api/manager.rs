@@ -155,3 +155,66 @@ async fn join(
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "Status": "ok", "Role": "manager" }))
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, test};
+    use cube_actors::manager::ManagerConfig;
+    use cube_actors::store::Store;
+
+    use super::*;
+
+    async fn state(in_flight: usize, max: usize) -> ManagerState {
+        let manager = Manager::start(ManagerConfig::default(), Store::memory())
+            .await
+            .unwrap();
+        ManagerState {
+            manager,
+            in_flight: Arc::new(AtomicUsize::new(in_flight)),
+            max_in_flight: max,
+        }
+    }
+
+    fn manager_app(
+        state: ManagerState,
+    ) -> App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        App::new()
+            .app_data(web::Data::new(state))
+            .app_data(crate::api::json_config())
+            .configure(config)
+    }
+
+    fn submission() -> test::TestRequest {
+        test::TestRequest::post()
+            .uri("/tasks")
+            .set_json(serde_json::json!({"State": 2, "Task": {"Image": "x"}}))
+    }
+
+    /// With as many submissions in flight as allowed, the next one is refused with 429 and a
+    /// Retry-After, and nothing is stored; below the limit it is accepted.
+    #[actix_rt::test]
+    async fn a_busy_manager_answers_429_with_retry_after() {
+        let app = test::init_service(manager_app(state(4, 4).await)).await;
+        let resp = test::call_service(&app, submission().to_request()).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers().get("Retry-After").unwrap(), "1");
+        let body: serde_json::Value = test::read_body_json(resp).await;
+        assert_eq!(body["HTTPStatusCode"], 429);
+        let list =
+            test::call_service(&app, test::TestRequest::get().uri("/tasks").to_request()).await;
+        let tasks: serde_json::Value = test::read_body_json(list).await;
+        assert_eq!(tasks, serde_json::json!([]));
+
+        let app = test::init_service(manager_app(state(3, 4).await)).await;
+        let resp = test::call_service(&app, submission().to_request()).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+}
