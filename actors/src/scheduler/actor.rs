@@ -139,8 +139,7 @@ impl Handler<Place> for SchedulerActor {
 
     fn handle(&mut self, Place(task): Place, _: &mut Context<Self>) -> Self::Result {
         self.release(task.id);
-        let views: Vec<NodeView> = self.nodes.values().cloned().collect();
-        let node = self.scheduler.select(&task, &views)?;
+        let node = self.scheduler.select(&task, self.nodes.values())?;
         self.reserve(task.id, node.clone(), Resources::of(&task));
         Ok(node)
     }

@@ -265,14 +265,20 @@ impl Scheduler {
     }
 
     /// Picks the node for `task` among `nodes`, or says why none fits.
-    pub fn select(&mut self, task: &Task, nodes: &[NodeView]) -> Result<String, Unplaceable> {
+    pub fn select<'a>(
+        &mut self,
+        task: &Task,
+        nodes: impl IntoIterator<Item = &'a NodeView>,
+    ) -> Result<String, Unplaceable> {
         let demand = Resources::of(task);
+        let nodes: Vec<&NodeView> = nodes.into_iter().collect();
         let mut candidates: Vec<&NodeView> = nodes
             .iter()
+            .copied()
             .filter(|n| n.ready && n.eligible && n.fits(demand))
             .collect();
         if candidates.is_empty() {
-            return Err(why_unplaceable(demand, nodes));
+            return Err(why_unplaceable(demand, &nodes));
         }
         candidates.sort_by(|a, b| a.name.cmp(&b.name));
         let chosen = match self.algorithm {
@@ -373,8 +379,12 @@ pub fn greedy_load(node: &NodeView, demand: Resources) -> f64 {
 }
 
 /// Says, for the user, why no node can take `demand`.
-fn why_unplaceable(demand: Resources, nodes: &[NodeView]) -> Unplaceable {
-    let usable: Vec<&NodeView> = nodes.iter().filter(|n| n.ready && n.eligible).collect();
+fn why_unplaceable(demand: Resources, nodes: &[&NodeView]) -> Unplaceable {
+    let usable: Vec<&NodeView> = nodes
+        .iter()
+        .copied()
+        .filter(|n| n.ready && n.eligible)
+        .collect();
     if nodes.is_empty() {
         return Unplaceable("no worker node has joined the cluster".into());
     }
