@@ -32,6 +32,28 @@ pub struct WorkerNode {
     pub server: Server,
 }
 
+/// The HTTP edge of a node: `routes` over `state`, with the API's extractor settings, trailing
+/// slashes ignored, an access log, and JSON 404s for unknown routes.
+fn serve_http<S: Clone + Send + 'static>(
+    listener: TcpListener,
+    state: S,
+    routes: fn(&mut web::ServiceConfig),
+) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(api::json_config())
+            .app_data(api::query_config())
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap(Logger::new("%a \"%r\" %s %Dms"))
+            .configure(routes)
+            .default_service(web::to(api::no_route))
+    })
+    .workers(2)
+    .listen(listener)?
+    .run())
+}
+
 /// Opens the store, starts the metrics collector, the runtime and the worker, and binds the API.
 /// Must run inside an actix system.
 pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNode> {
@@ -100,19 +122,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
     let listener = TcpListener::bind(&settings.listen)
         .with_context(|| format!("worker {name}: cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .app_data(api::json_config())
-            .app_data(api::query_config())
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
-            .wrap(Logger::new("%a \"%r\" %s %Dms"))
-            .configure(api::worker::config)
-            .default_service(web::to(api::no_route))
-    })
-    .workers(2)
-    .listen(listener)?
-    .run();
+    let server = serve_http(listener, state, api::worker::config)?;
     if !settings.manager.is_empty() {
         let advertise = if settings.advertise.is_empty() {
             format!("http://{addr}")
@@ -224,19 +234,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
     let listener = TcpListener::bind(&settings.listen)
         .with_context(|| format!("manager: cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .app_data(api::json_config())
-            .app_data(api::query_config())
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
-            .wrap(Logger::new("%a \"%r\" %s %Dms"))
-            .configure(api::manager::config)
-            .default_service(web::to(api::no_route))
-    })
-    .workers(2)
-    .listen(listener)?
-    .run();
+    let server = serve_http(listener, state, api::manager::config)?;
     Ok(ManagerNode {
         addr,
         manager,

@@ -418,12 +418,3 @@ async fn wait_nodes(base: &str, n: usize) {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
-/// Removes a worker's containers when the test ends, however it ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        remove_containers_of(&self.0);
-    }
-}

@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::CubeProcess;
+use support::{Cleanup, CubeProcess};
 
 /// The lines of the README's ```sh blocks.
 fn readme_commands() -> Vec<String> {
@@ -120,13 +120,4 @@ async fn every_readme_command_works() {
         ran += 1;
     }
     assert!(ran > 15, "ran {ran} commands");
-}
-
-/// Removes a node's containers when the test ends, however it ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::remove_containers_of(&self.0);
-    }
 }

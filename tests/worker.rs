@@ -291,24 +291,9 @@ async fn a_restarted_worker_keeps_its_tasks_and_containers() {
     if !docker_ready().await {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let name = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let args = [
-        "worker",
-        "--listen",
-        "127.0.0.1:0",
-        "--name",
-        &name,
-        "--store",
-        "lmdb",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runtime",
-        "docker",
-        "--publish-ip",
-        "127.0.0.1",
-    ];
+    let (dir, name) = (tempfile::tempdir().unwrap(), test_name());
+    let args = docker_worker_args(&name, dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _cleanup = Cleanup(name.clone());
     let mut first = CubeProcess::spawn(&args, &[]);
     let ev = event(ECHO_IMAGE, json!({"ExposedPorts": {"7777/tcp": {}}}));
@@ -329,6 +314,30 @@ async fn a_restarted_worker_keeps_its_tasks_and_containers() {
     assert_eq!(detail["Container"]["Status"], "Running");
 }
 
+fn test_name() -> String {
+    format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// `cube worker` arguments for a Docker worker named `name` keeping its LMDB store under `dir`.
+fn docker_worker_args(name: &str, dir: &std::path::Path) -> Vec<String> {
+    let data = dir.join("data").to_str().unwrap().to_string();
+    [
+        "worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        name,
+        "--data-dir",
+        &data,
+        "--runtime",
+        "docker",
+        "--publish-ip",
+        "127.0.0.1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 async fn wait_running(base: &str, id: &str) -> serde_json::Value {
     for _ in 0..300 {
         let (_, detail) = get(&format!("{base}/tasks/{id}")).await;
@@ -338,15 +347,6 @@ async fn wait_running(base: &str, id: &str) -> serde_json::Value {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("task {id} never reached Running");
-}
-
-/// Removes a worker's containers when the test ends, however it ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        remove_containers_of(&self.0);
-    }
 }
 
 /// With the Docker engine unreachable, a new task is refused with 503 and not stored.
@@ -392,20 +392,9 @@ async fn a_vanished_container_fails_its_task() {
     if !docker_ready().await {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let name = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let args = [
-        "worker",
-        "--listen",
-        "127.0.0.1:0",
-        "--name",
-        &name,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--runtime",
-        "docker",
-    ];
+    let (dir, name) = (tempfile::tempdir().unwrap(), test_name());
+    let args = docker_worker_args(&name, dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _cleanup = Cleanup(name.clone());
     let mut first = CubeProcess::spawn(&args, &[]);
     let ev = event(ECHO_IMAGE, json!({}));

@@ -556,11 +556,14 @@ impl Manager {
         );
     }
 
-    /// Stops a task, on its node if it has one.
+    /// Stops a task, on its node if it has one. Stopping a Completed task returns it unchanged.
     fn stop(&mut self, id: TaskId) -> ResponseActFuture<Self, Result<Task, ManagerError>> {
         let Some(task) = self.tasks.get(&id).cloned() else {
             return Box::pin(fut::ready(Err(ManagerError::NotFound(id))));
         };
+        if task.state == TaskState::Completed {
+            return Box::pin(fut::ready(Ok(task)));
+        }
         let node = task.node.clone();
         let handle = node
             .as_ref()
@@ -714,13 +717,6 @@ impl Handler<Stop> for Manager {
     type Result = ResponseActFuture<Self, Result<Task, ManagerError>>;
 
     fn handle(&mut self, Stop(id): Stop, _: &mut Context<Self>) -> Self::Result {
-        if self
-            .tasks
-            .get(&id)
-            .is_some_and(|t| t.state == TaskState::Completed)
-        {
-            return Box::pin(fut::ready(Ok(self.tasks[&id].clone())));
-        }
         self.stop(id)
     }
 }

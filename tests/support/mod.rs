@@ -182,6 +182,15 @@ impl Drop for TestWorker {
     }
 }
 
+/// Removes a worker's containers (by its name) when dropped: when the test ends, however it ends.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_containers_of(&self.0);
+    }
+}
+
 /// Removes every container labelled with worker `name` (so a failed test leaks nothing).
 pub fn remove_containers_of(name: &str) {
     let Ok(out) = Command::new("docker")
