@@ -418,3 +418,41 @@ async fn wait_nodes(base: &str, n: usize) {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// With the Docker engine down, a submitted task is kept Pending with the engine's error as its
+/// reason, and tried again after a growing wait rather than dropped.
+#[actix_rt::test]
+async fn a_task_waits_while_the_engine_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = CubeProcess::spawn(
+        &[
+            "up",
+            "--workers",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--node-prefix",
+            "no-engine",
+        ],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let ev = event("cube/echo:latest", json!({}));
+    let id = ev["Task"]["ID"].as_str().unwrap();
+    assert_eq!(post(&format!("{}/tasks", up.base), &ev).await.0, 201);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, task) = get(&format!("{}/tasks/{id}", up.base)).await;
+        let reason = task["Reason"].as_str().unwrap().to_string();
+        if task["State"] == "Pending" && reason.contains("trying again in 1s") {
+            assert!(reason.contains("container engine unreachable"), "{reason}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw the second wait: {task}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}

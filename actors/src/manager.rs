@@ -12,7 +12,7 @@
 //! marked Unreachable (no new tasks) until it answers again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -123,7 +123,16 @@ pub struct Manager {
     in_flight: HashSet<TaskId>,
     /// The order tasks arrived in, so the oldest waiting task is placed first.
     arrival: HashMap<TaskId, u64>,
+    /// Tasks a node failed to take: not placed again before the instant, and the next wait.
+    backoff: HashMap<TaskId, (Instant, Duration)>,
 }
+
+/// The first wait before placing again a task that a node failed to take; it doubles up to
+/// [`MAX_BACKOFF`] while deliveries keep failing, so a cluster whose engines are down is not
+/// flooded with attempts.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait between placement attempts of a task that nodes keep failing to take.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Manager {
     /// Loads tasks and nodes from `store` and starts the manager. Remote nodes found in the store
@@ -159,6 +168,7 @@ impl Manager {
                 tasks: tasks.into_iter().map(|t| (t.id, t)).collect(),
                 nodes: BTreeMap::new(),
                 in_flight: HashSet::new(),
+                backoff: HashMap::new(),
             };
             for node in nodes.into_iter().filter(|n| n.address != LOCAL_ADDRESS) {
                 let handle = WorkerHandle::Remote(
@@ -226,6 +236,7 @@ impl Manager {
             node.joined_at = t;
         }
         self.insert_node(node.clone(), handle);
+        self.backoff.clear();
         let name = node.name.clone();
         ctx.spawn(self.persist(node).into_actor(self).map(move |res, _, _| {
             if let Err(e) = res {
@@ -265,16 +276,20 @@ impl Manager {
             eligible: entry.node.eligible,
         });
         if status == NodeStatus::Ready {
+            // A node came back: what waited for one may try again now.
+            self.backoff.clear();
             self.place_pending(ctx);
         }
     }
 
     /// Tries to place every Pending task not already being placed, oldest first.
     fn place_pending(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
         let mut pending: Vec<&Task> = self
             .tasks
             .values()
             .filter(|t| t.state == TaskState::Pending && !self.in_flight.contains(&t.id))
+            .filter(|t| self.backoff.get(&t.id).is_none_or(|(at, _)| now >= *at))
             .collect();
         pending.sort_by_key(|t| (self.arrival.get(&t.id).copied().unwrap_or(u64::MAX), t.id));
         let pending: Vec<Task> = pending.into_iter().cloned().collect();
@@ -371,7 +386,10 @@ impl Manager {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight.remove(&id);
             match res {
-                Ok(reported) => act.merge(&node, reported, ctx),
+                Ok(reported) => {
+                    act.backoff.remove(&id);
+                    act.merge(&node, reported, ctx)
+                }
                 Err(WorkerError::Invalid(e)) => {
                     act.fail(id, format!("node {node} refused the task: {e}"), ctx)
                 }
@@ -379,9 +397,17 @@ impl Manager {
                     if matches!(e, WorkerError::Unreachable(_) | WorkerError::Closed) {
                         act.set_status(&node, NodeStatus::Unreachable, Some(e.to_string()), ctx);
                     }
+                    let wait = act
+                        .backoff
+                        .get(&id)
+                        .map_or(FIRST_BACKOFF, |(_, w)| (*w * 2).min(MAX_BACKOFF));
+                    act.backoff.insert(id, (Instant::now() + wait, wait));
                     act.unplace(
                         id,
-                        format!("could not be sent to node {node} ({e}); waiting for a node"),
+                        format!(
+                            "could not be sent to node {node} ({e}); trying again in {}s",
+                            wait.as_secs_f64()
+                        ),
                         ctx,
                     );
                 }
@@ -564,6 +590,7 @@ impl Manager {
         if task.state == TaskState::Completed {
             return Box::pin(fut::ready(Ok(task)));
         }
+        self.backoff.remove(&id);
         let node = task.node.clone();
         let handle = node
             .as_ref()

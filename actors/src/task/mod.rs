@@ -138,10 +138,11 @@ pub struct Task {
     #[serde(default)]
     pub cpu: f64,
     /// Memory in bytes, reserved and enforced as the container's limit (`0` = no limit).
-    #[serde(default)]
+    /// Requests may also write a size with a unit: `"256Mi"`.
+    #[serde(default, deserialize_with = "size")]
     pub memory: u64,
-    /// Disk in bytes the task needs on its node (a scheduling reservation).
-    #[serde(default)]
+    /// Disk in bytes the task needs on its node (a scheduling reservation); `"1Gi"` also reads.
+    #[serde(default, deserialize_with = "size")]
     pub disk: u64,
     /// Container ports the task listens on (`{"7777/tcp": {}}`).
     #[serde(default)]
@@ -182,6 +183,23 @@ pub struct Task {
     /// Why the task is in its state, in words ("container exited with code 3").
     #[serde(default)]
     pub reason: String,
+}
+
+/// Reads a size in bytes: a number (the book's form) or a string with a unit (`"256Mi"`).
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d) {
+        Ok(Raw::Number(n)) => Ok(n),
+        Ok(Raw::Text(t)) => crate::units::parse_bytes(&t).map_err(serde::de::Error::custom),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a size in bytes (a whole number >= 0) or a string with a unit such as \"256Mi\"",
+        )),
+    }
 }
 
 /// Reads a time that the book may send as Go's zero time (`0001-01-01T00:00:00Z`), meaning "unset".
@@ -440,6 +458,24 @@ mod tests {
         let err =
             serde_json::from_str::<TaskEvent>(r#"{"Task":{"Image":"x"},"Stat":1}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `Stat`"), "{err}");
+    }
+
+    #[test]
+    fn sizes_read_as_bytes_or_with_units() {
+        let task: Task =
+            serde_json::from_str(r#"{"Image":"x","Memory":"256Mi","Disk":1024}"#).unwrap();
+        assert_eq!((task.memory, task.disk), (256 << 20, 1024));
+        let err = serde_json::from_str::<Task>(r#"{"Image":"x","Memory":-5}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected a size in bytes"),
+            "{err}"
+        );
+        let err =
+            serde_json::from_str::<Task>(r#"{"Image":"x","Memory":"5 parsecs"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown size unit `parsecs`"),
+            "{err}"
+        );
     }
 
     #[test]
