@@ -4,7 +4,8 @@
 //! (`cargo test`) are not run: this test starts the cluster and is part of the suite.
 //! `export PATH=...` is applied to every command. `./scripts/echo-image.sh` is done by its two
 //! steps: the static echo build (as the Docker tests build it) and `cube image-echo`.
-//! `localhost:5555` is replaced by the address of the cluster started here.
+//! `localhost:5555` is replaced by the address of the cluster started here, and `localhost:5556`
+//! by that of a `cube worker` started here.
 
 mod support;
 
@@ -57,6 +58,25 @@ async fn every_readme_command_works() {
     );
     let _cleanup: Vec<Cleanup> = (1..=3).map(|i| Cleanup(format!("{prefix}-{i}"))).collect();
     let address = up.base.trim_start_matches("http://").to_string();
+    // The worker the README's curl tour joins (it stands for `cube worker` on port 5556).
+    let worker_data = dir.path().join("extra");
+    let worker = CubeProcess::spawn(
+        &[
+            "worker",
+            "--runtime",
+            "sim",
+            "--store",
+            "memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            &format!("{prefix}-extra"),
+            "--data-dir",
+            worker_data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let worker_address = worker.base.trim_start_matches("http://").to_string();
     let path = format!(
         "{}:{}",
         bin_dir.display(),
@@ -95,7 +115,9 @@ async fn every_readme_command_works() {
             }
             continue;
         }
-        let line = command.replace("localhost:5555", &address);
+        let line = command
+            .replace("localhost:5555", &address)
+            .replace("localhost:5556", &worker_address);
         let out = Command::new("sh")
             .args(["-c", &line])
             .current_dir(root)
