@@ -14,19 +14,19 @@ const SETTLE: Duration = Duration::from_secs(40);
 
 /// Polls `GET {base}/tasks/{id}` until the task is in `state`; returns it.
 async fn wait_task(base: &str, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let (status, task) = get(&format!("{base}/tasks/{id}")).await;
-        assert_eq!(status, 200, "{task}");
-        if task["State"] == state {
-            return task;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} never reached {state}: {task}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_task_state(&format!("{base}/tasks/{id}"), "/State", state, SETTLE).await
+}
+
+/// An in-process all-in-one cluster on the simulated runtime, nodes of 1 CPU and 1 GiB;
+/// returns its URL (and the directory to keep alive).
+async fn sim_cluster() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        cube::serve::start_cluster(&cluster_settings(RuntimeChoice::Sim, dir.path(), 1 << 30))
+            .await
+            .unwrap();
+    actix_rt::spawn(cluster.manager.server);
+    (format!("http://{}", cluster.manager.addr), dir)
 }
 
 /// Submits `n` tasks built by `make` and waits until all run; returns them.
@@ -86,13 +86,7 @@ fn cluster_settings(
 /// a task bigger than any node waits Pending with its reason and runs once a node has room.
 #[actix_rt::test]
 async fn all_in_one_spreads_tasks_and_places_a_waiting_task_when_room_appears() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster =
-        cube::serve::start_cluster(&cluster_settings(RuntimeChoice::Sim, dir.path(), 1 << 30))
-            .await
-            .unwrap();
-    actix_rt::spawn(cluster.manager.server);
-    let base = format!("http://{}", cluster.manager.addr);
+    let (base, _dir) = sim_cluster().await;
 
     let (_, nodes) = get(&format!("{base}/nodes")).await;
     assert_eq!(nodes.as_array().unwrap().len(), 3, "{nodes}");
@@ -150,13 +144,7 @@ async fn all_in_one_spreads_tasks_and_places_a_waiting_task_when_room_appears() 
 /// a worker address that does not answer.
 #[actix_rt::test]
 async fn manager_api_errors_have_their_status_and_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster =
-        cube::serve::start_cluster(&cluster_settings(RuntimeChoice::Sim, dir.path(), 1 << 30))
-            .await
-            .unwrap();
-    actix_rt::spawn(cluster.manager.server);
-    let base = format!("http://{}", cluster.manager.addr);
+    let (base, _dir) = sim_cluster().await;
     let unknown = uuid::Uuid::new_v4();
 
     for url in [

@@ -339,14 +339,8 @@ fn docker_worker_args(name: &str, dir: &std::path::Path) -> Vec<String> {
 }
 
 async fn wait_running(base: &str, id: &str) -> serde_json::Value {
-    for _ in 0..300 {
-        let (_, detail) = get(&format!("{base}/tasks/{id}")).await;
-        if detail["Task"]["State"] == "Running" {
-            return detail["Task"].clone();
-        }
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("task {id} never reached Running");
+    let url = format!("{base}/tasks/{id}");
+    wait_task_state(&url, "/Task/State", "Running", START).await["Task"].clone()
 }
 
 /// With the Docker engine unreachable, a new task is refused with 503 and not stored.
@@ -410,14 +404,8 @@ async fn a_vanished_container_fails_its_task() {
     assert!(removed.status.success());
 
     let second = CubeProcess::spawn(&args, &[]);
-    for _ in 0..300 {
-        let (_, detail) = get(&format!("{}/tasks/{id}", second.base)).await;
-        if detail["Task"]["State"] == "Failed" {
-            let reason = detail["Task"]["Reason"].as_str().unwrap();
-            assert_eq!(reason, format!("container {} vanished", &container[..12]));
-            return;
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("task {id} was not marked Failed");
+    let url = format!("{}/tasks/{id}", second.base);
+    let detail = wait_task_state(&url, "/Task/State", "Failed", START).await;
+    let reason = detail["Task"]["Reason"].as_str().unwrap();
+    assert_eq!(reason, format!("container {} vanished", &container[..12]));
 }

@@ -160,19 +160,32 @@ impl TestWorker {
 
     /// Waits until the task is in `state`, failing after `timeout`; returns the task.
     pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let task = self.task(id).await;
-            if task["State"] == state {
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} did not reach {state} within {timeout:?}; it is {}",
-                task
-            );
-            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let detail = wait_task_state(
+            &format!("{}/tasks/{id}", self.base),
+            "/Task/State",
+            state,
+            timeout,
+        )
+        .await;
+        detail["Task"].clone()
+    }
+}
+
+/// Polls `GET url` until the JSON at `pointer` (e.g. `/State`) equals `state`; returns the body.
+/// Fails the test after `timeout`, showing the last answer.
+pub async fn wait_task_state(url: &str, pointer: &str, state: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, body) = get(url).await;
+        assert_eq!(status, 200, "GET {url}: {body}");
+        if body.pointer(pointer).is_some_and(|s| s == state) {
+            return body;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not reach {state} within {timeout:?}: {body}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
