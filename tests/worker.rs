@@ -219,6 +219,9 @@ async fn api_errors(runtime: RuntimeChoice) {
     );
     let (status, body) = get(&format!("{}/nowhere", worker.base)).await;
     assert_eq!(status, 404, "{body}");
+    let (status, body) = delete(&tasks).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["Message"], "DELETE is not allowed on /tasks");
 
     // A Completed task cannot be run again under the same ID.
     let ev = event(image_for(runtime), json!({}));

@@ -26,7 +26,7 @@ use cube_actors::manager::{
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
 
-use super::{ApiError, ErrorBody, LogsParams, parse_task_id};
+use super::{ApiError, ErrorBody, LogsParams, method_not_allowed, parse_task_id};
 
 /// What the manager's handlers talk to.
 #[derive(Clone)]
@@ -44,18 +44,21 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/tasks")
             .route(web::post().to(submit))
-            .route(web::get().to(list)),
+            .route(web::get().to(list))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/tasks/{id}")
             .route(web::get().to(get))
-            .route(web::delete().to(stop)),
+            .route(web::delete().to(stop))
+            .default_service(web::to(method_not_allowed)),
     )
     .route("/tasks/{id}/logs", web::get().to(logs))
     .service(
         web::resource("/nodes")
             .route(web::get().to(nodes))
-            .route(web::post().to(join)),
+            .route(web::post().to(join))
+            .default_service(web::to(method_not_allowed)),
     )
     .route("/health", web::get().to(health));
 }

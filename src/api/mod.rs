@@ -77,6 +77,14 @@ pub fn parse_task_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// The answer for a method a route does not have (`PUT /tasks`).
+pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
+}
+
 /// The answer for a route that does not exist.
 pub async fn no_route(req: HttpRequest) -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::not_found(format!(

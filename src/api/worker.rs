@@ -17,7 +17,7 @@ use cube_actors::metrics::{GetStats, MetricsCollector};
 use cube_actors::task::{Desired, TaskEvent};
 use cube_actors::worker::{GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker};
 
-use super::{ApiError, LogsParams, parse_task_id};
+use super::{ApiError, LogsParams, method_not_allowed, parse_task_id};
 
 /// What the worker's handlers talk to.
 #[derive(Clone)]
@@ -35,12 +35,14 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/tasks")
             .route(web::post().to(submit))
-            .route(web::get().to(list)),
+            .route(web::get().to(list))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/tasks/{id}")
             .route(web::get().to(get))
-            .route(web::delete().to(stop)),
+            .route(web::delete().to(stop))
+            .default_service(web::to(method_not_allowed)),
     )
     .route("/tasks/{id}/logs", web::get().to(logs))
     .route("/stats", web::get().to(stats))
