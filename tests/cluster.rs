@@ -381,7 +381,7 @@ async fn separate_manager_and_worker_processes() {
     .await;
     assert_eq!(per_node(&more), BTreeMap::from([(name_a.clone(), 3)]));
 
-    // The manager restarts on its data directory and still knows all seven tasks.
+    // The manager restarts on its data directory and still knows all seven tasks and both nodes.
     manager.kill();
     let manager = CubeProcess::spawn(&manager_args, &[]);
     let (_, listed) = get(&format!("{}/tasks", manager.base)).await;
@@ -391,6 +391,19 @@ async fn separate_manager_and_worker_processes() {
     assert_eq!(
         (&task["State"], &task["Node"]),
         (&json!("Running"), &json!(name_a))
+    );
+    // Both nodes come back from the store, with the reservations of the tasks placed on them.
+    wait_nodes(&manager.base, 2).await;
+    let (_, nodes) = get(&format!("{}/nodes", manager.base)).await;
+    let a_node = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["Name"] == name_a.as_str())
+        .unwrap();
+    assert_eq!(
+        (&a_node["TaskCount"], &a_node["Reserved"]["Memory"]),
+        (&json!(5), &json!(5 * (64 << 20)))
     );
     drop(a);
 }

@@ -98,7 +98,23 @@ impl Handler<UpsertNode> for SchedulerActor {
                     .with_committed_cpu(old.committed_cpu)
                     .with_usage(cpu, mem)
             }
-            None => NodeView::new(msg.name.clone(), msg.capacity),
+            // A node seen for the first time may already hold tasks (reserved after a manager
+            // restart, before its node reconnected).
+            None => {
+                let held: Vec<Resources> = self
+                    .placements
+                    .values()
+                    .filter(|(node, _)| *node == msg.name)
+                    .map(|(_, demand)| *demand)
+                    .collect();
+                let reserved = held
+                    .iter()
+                    .fold(Resources::default(), |sum, d| sum.plus(*d));
+                let committed: f64 = held.iter().map(|d| effective_cpu(*d)).sum();
+                NodeView::new(msg.name.clone(), msg.capacity)
+                    .with_reserved(reserved, held.len())
+                    .with_committed_cpu(committed)
+            }
         };
         self.nodes
             .insert(msg.name, view.with_status(msg.ready, msg.eligible));
@@ -238,6 +254,38 @@ mod tests {
         let views = scheduler.send(Snapshot).await.unwrap();
         assert_eq!(views[0].reserved().memory, 2 * gib);
         assert_eq!(views[0].task_count(), 1);
+    }
+
+    /// Reservations recorded before their node is known (a manager restart) count once it is.
+    #[actix_rt::test]
+    async fn reservations_made_before_the_node_joins_count() {
+        let scheduler = SchedulerActor::new(Algorithm::Epvm).start();
+        let demand = Resources {
+            cpu: 0.5,
+            memory: 1 << 30,
+            disk: 0,
+        };
+        scheduler.do_send(Reserve {
+            task: TaskId::new_v4(),
+            node: "a".into(),
+            demand,
+        });
+        let capacity = Resources {
+            cpu: 1.0,
+            memory: 2 << 30,
+            disk: 0,
+        };
+        scheduler
+            .send(UpsertNode {
+                name: "a".into(),
+                capacity,
+                ready: true,
+                eligible: true,
+            })
+            .await
+            .unwrap();
+        let views = scheduler.send(Snapshot).await.unwrap();
+        assert_eq!((views[0].reserved(), views[0].task_count()), (demand, 1));
     }
 
     /// Tasks that ask for no CPU still spread: each one makes its node costlier for E-PVM.
