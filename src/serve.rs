@@ -111,12 +111,11 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         reconcile_interval: Duration::from_millis(settings.reconcile_interval_ms.max(100)),
         capacity,
     };
-    let worker = Worker::start(config, store.clone(), runtime, Some(metrics.clone()))
+    let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
         .with_context(|| format!("worker {name}: cannot load its tasks"))?;
     let state = WorkerState {
         worker: worker.clone(),
-        metrics,
         name: name.clone(),
     };
     let listener = TcpListener::bind(&settings.listen)

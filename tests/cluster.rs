@@ -138,6 +138,32 @@ async fn all_in_one_spreads_tasks_and_places_a_waiting_task_when_room_appears() 
         node["Stats"]["Memory"]["TotalBytes"].as_u64().unwrap() > 0,
         "{node}"
     );
+    // Each node's metrics count its own tasks, though the simulated nodes share a machine:
+    // with one more task stopped elsewhere, the nodes hold 2, 1 and 2 tasks.
+    let other = tasks.iter().find(|t| t["Node"] != victim["Node"]).unwrap();
+    let (status, _) = delete(&format!("{base}/tasks/{}", other["ID"].as_str().unwrap())).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, nodes) = get(&format!("{base}/nodes")).await;
+        let counts: Vec<(Value, Value)> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["TaskCount"].clone(), n["Stats"]["TaskCount"].clone()))
+            .collect();
+        if counts.iter().all(|(placed, reported)| placed == reported) {
+            let mut placed: Vec<u64> = counts.iter().map(|(p, _)| p.as_u64().unwrap()).collect();
+            placed.sort();
+            assert_eq!(placed, [1, 2, 2]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task counts disagree: {counts:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The manager API's errors: unknown ids, bad ids, unknown fields, resubmitting a stopped task,

@@ -188,10 +188,13 @@ impl Worker {
         }));
     }
 
+    fn active_count(&self) -> usize {
+        self.tasks.values().filter(|t| t.state.is_active()).count()
+    }
+
     fn report_count(&self) {
         if let Some(metrics) = &self.metrics {
-            let active = self.tasks.values().filter(|t| t.state.is_active()).count();
-            metrics.do_send(SetTaskCount(active));
+            metrics.do_send(SetTaskCount(self.active_count()));
         }
     }
 
@@ -596,9 +599,15 @@ impl Handler<WorkerStats> for Worker {
 
     fn handle(&mut self, _: WorkerStats, _: &mut Context<Self>) -> Self::Result {
         let metrics = self.metrics.clone();
+        // The task count is this worker's own (simulated nodes may share one collector).
+        let active = self.active_count();
         Box::pin(async move {
             match metrics {
-                Some(metrics) => Ok(metrics.send(GetStats).await?),
+                Some(metrics) => {
+                    let mut stats = metrics.send(GetStats).await?;
+                    stats.task_count = active;
+                    Ok(stats)
+                }
                 None => Err(WorkerError::Conflict(
                     "this worker collects no metrics".into(),
                 )),

@@ -13,9 +13,10 @@
 
 use actix::Addr;
 use actix_web::{HttpResponse, web};
-use cube_actors::metrics::{GetStats, MetricsCollector};
 use cube_actors::task::{Desired, TaskEvent};
-use cube_actors::worker::{GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker};
+use cube_actors::worker::{
+    GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker, WorkerStats,
+};
 
 use super::{ApiError, LogsParams, method_not_allowed, parse_task_id};
 
@@ -24,8 +25,6 @@ use super::{ApiError, LogsParams, method_not_allowed, parse_task_id};
 pub struct WorkerState {
     /// The worker actor.
     pub worker: Addr<Worker>,
-    /// Its metrics collector.
-    pub metrics: Addr<MetricsCollector>,
     /// The worker's name (for `/health`).
     pub name: String,
 }
@@ -101,7 +100,7 @@ async fn logs(
 }
 
 async fn stats(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.metrics.send(GetStats).await?))
+    Ok(HttpResponse::Ok().json(state.worker.send(WorkerStats).await??))
 }
 
 async fn node(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
