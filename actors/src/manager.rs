@@ -537,9 +537,11 @@ impl Manager {
             let Some(ours) = self.tasks.get(&task.id) else {
                 continue;
             };
-            if ours.node.as_deref() != Some(node) && task.state.is_active() {
-                // A delivery that timed out but arrived after all, or a task since placed
-                // elsewhere: it must not run here as well.
+            let placed_here =
+                ours.node.as_deref() == Some(node) && ours.state != TaskState::Completed;
+            if !placed_here && task.state.is_active() {
+                // A delivery that timed out but arrived after all, a task since placed
+                // elsewhere, or one stopped while its delivery was under way: it must not run.
                 self.stop_stray(node, task.id, ctx);
                 continue;
             }
