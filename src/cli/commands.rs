@@ -399,6 +399,11 @@ pub async fn logs(
     let mut last: Option<DateTime<Utc>> = None;
     let mut shown_at_last: BTreeMap<String, ()> = BTreeMap::new();
     loop {
+        // Whether the task has ended is asked before reading, so the last read has every line.
+        let ended = !matches!(
+            client.task(&id).await?.state,
+            TaskState::Running | TaskState::Scheduled | TaskState::Pending
+        );
         let since = last.map(|t| t.timestamp());
         let text = client
             .logs(
@@ -427,11 +432,7 @@ pub async fn logs(
                 Output::Table => println!("{body}"),
             }
         }
-        let task = client.task(&id).await?;
-        if !matches!(
-            task.state,
-            TaskState::Running | TaskState::Scheduled | TaskState::Pending
-        ) {
+        if ended {
             return Ok(());
         }
         actix_web::rt::time::sleep(Duration::from_millis(500)).await;
