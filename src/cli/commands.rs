@@ -405,14 +405,13 @@ pub async fn logs(
             TaskState::Running | TaskState::Scheduled | TaskState::Pending
         );
         let since = last.map(|t| t.timestamp());
-        let text = client
-            .logs(
-                &id,
-                if last.is_none() { tail } else { 100_000 },
-                since,
-                true,
-            )
-            .await?;
+        let tail = if last.is_none() { tail } else { 100_000 };
+        let text = match client.logs(&id, tail, since, true).await {
+            Ok(text) => text,
+            // A stopped task's container is gone with its output: nothing more to show.
+            Err(_) if ended => return Ok(()),
+            Err(e) => return Err(e),
+        };
         for line in text.lines() {
             let Some((time, body)) = split_timestamp(line) else {
                 continue;
