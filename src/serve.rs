@@ -9,7 +9,7 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
 use cube_actors::manager::{AddLocalWorker, ConnectWorker, Manager, ManagerConfig};
 use cube_actors::metrics::{MetricsCollector, machine_capacity};
-use cube_actors::remote_worker::RemoteConfig;
+use cube_actors::remote_worker::{RemoteConfig, join_manager};
 use cube_actors::scheduler::Resources;
 use cube_actors::store::{Store, StoreKind};
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
@@ -137,43 +137,6 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         store,
         server,
     })
-}
-
-/// Asks the manager at `manager` to add this worker (reachable at `advertise`), until it says yes.
-async fn join_manager(manager: String, advertise: String) {
-    let manager = if manager.contains("://") {
-        manager
-    } else {
-        format!("http://{manager}")
-    };
-    let url = format!("{}/nodes", manager.trim_end_matches('/'));
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .finish();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match client
-            .post(&url)
-            .send_json(&serde_json::json!({ "Address": advertise }))
-            .await
-        {
-            Ok(resp) if resp.status().is_success() => {
-                log::info!("joined the manager at {manager} as {advertise}");
-                return;
-            }
-            Ok(mut resp) => {
-                let body = resp.body().await.unwrap_or_default();
-                log::warn!(
-                    "the manager at {manager} refused the join ({}): {}",
-                    resp.status(),
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            Err(e) => log::warn!("cannot reach the manager at {manager} to join: {e}"),
-        }
-        actix::clock::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }
 
 /// A running manager: its actor and its HTTP server.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::metrics::Stats;
 use crate::node::{LOCAL_ADDRESS, Node, NodeReport, NodeStatus};
-use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
+use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle, http_base};
 use crate::runtime::LogQuery;
 use crate::scheduler::actor::{
     NodeUsage, Place, Release, Reserve, SchedulerActor, Snapshot, UpsertNode,
@@ -912,12 +912,7 @@ impl Handler<ConnectWorker> for Manager {
     type Result = ResponseActFuture<Self, Result<Node, ManagerError>>;
 
     fn handle(&mut self, msg: ConnectWorker, _: &mut Context<Self>) -> Self::Result {
-        let address = if msg.address.contains("://") {
-            msg.address
-        } else {
-            format!("http://{}", msg.address)
-        };
-        let address = address.trim_end_matches('/').to_string();
+        let address = http_base(&msg.address);
         let remote = RemoteWorker::new(address.clone(), self.config.remote.clone()).start();
         let handle = WorkerHandle::Remote(remote);
         let ask = handle.clone();

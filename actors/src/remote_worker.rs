@@ -53,7 +53,7 @@ impl RemoteWorker {
     /// A proxy for the worker at `base`.
     pub fn new(base: impl Into<String>, config: RemoteConfig) -> RemoteWorker {
         RemoteWorker {
-            base: base.into().trim_end_matches('/').to_string(),
+            base: http_base(&base.into()),
             config,
             client: awc::Client::builder().disable_timeout().finish(),
         }
@@ -248,6 +248,50 @@ impl Handler<TaskLogs> for RemoteWorker {
     }
 }
 
+/// The base URL for an address given as `host:port` or `http://host:port[/]`.
+pub fn http_base(address: &str) -> String {
+    let base = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    base.trim_end_matches('/').to_string()
+}
+
+/// Asks the manager at `manager` to add this worker, reachable at `advertise`
+/// (`POST /nodes`), until it says yes; waits double after each failure, up to 10 s.
+pub async fn join_manager(manager: String, advertise: String) {
+    let manager = http_base(&manager);
+    let url = format!("{manager}/nodes");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .finish();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match client
+            .post(&url)
+            .send_json(&serde_json::json!({ "Address": advertise }))
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => {
+                log::info!("joined the manager at {manager} as {advertise}");
+                return;
+            }
+            Ok(mut resp) => {
+                let body = resp.body().await.unwrap_or_default();
+                log::warn!(
+                    "the manager at {manager} refused the join ({}): {}",
+                    resp.status(),
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Err(e) => log::warn!("cannot reach the manager at {manager} to join: {e}"),
+        }
+        actix::clock::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
 /// A node's worker, in this process or behind HTTP: the manager's one way to reach a node.
 #[derive(Clone)]
 pub enum WorkerHandle {
@@ -270,5 +314,17 @@ impl WorkerHandle {
             WorkerHandle::Local(addr) => addr.send(msg).await?,
             WorkerHandle::Remote(addr) => addr.send(msg).await?,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_base;
+
+    #[test]
+    fn addresses_become_base_urls() {
+        assert_eq!(http_base("10.0.0.7:5556"), "http://10.0.0.7:5556");
+        assert_eq!(http_base("http://host:5556/"), "http://host:5556");
+        assert_eq!(http_base("https://host"), "https://host");
     }
 }

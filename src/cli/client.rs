@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use cube_actors::node::NodeReport;
+use cube_actors::remote_worker::http_base;
 use cube_actors::task::{Task, TaskEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -17,13 +18,8 @@ pub struct ManagerClient {
 impl ManagerClient {
     /// A client for the manager at `address` (`host:port` or `http://host:port`).
     pub fn new(address: &str) -> ManagerClient {
-        let base = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
         ManagerClient {
-            base: base.trim_end_matches('/').to_string(),
+            base: http_base(address),
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .finish(),
