@@ -719,8 +719,10 @@ impl Handler<Submit> for Manager {
         let id = task.id;
         Box::pin(
             async move {
-                store_event.await?;
-                store_task.await?;
+                // Both writes are queued at once, so they usually share one commit.
+                let (event, stored) = futures_util::future::join(store_event, store_task).await;
+                event?;
+                stored?;
                 Ok(task)
             }
             .into_actor(self)
