@@ -198,14 +198,22 @@ async fn start(
 
 /// Removes a container by force, ignoring "no such container".
 async fn remove_quietly(docker: &Docker, id: &str) {
+    if let Err(e) = remove(docker, id).await {
+        log::warn!("removing container {id}: {e}");
+    }
+}
+
+/// Removes a container by force with its anonymous volumes; one already gone (404) or being
+/// removed (409) is not an error.
+async fn remove(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
-    if let Err(e) = docker.remove_container(id, Some(options)).await
-        && !is_status(&e, 404)
-    {
-        log::warn!("removing container {id}: {e}");
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(failed("remove container", e)),
     }
 }
 
@@ -374,20 +382,7 @@ impl Handler<Stop> for DockerRuntime {
                 Err(e) if is_status(&e, 404) => return Ok(()),
                 Err(e) => return Err(failed("stop container", e)),
             }
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            match docker
-                .remove_container(&msg.container_id, Some(options))
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) if is_status(&e, 404) => Ok(()),
-                // 409: removal already in progress.
-                Err(e) if is_status(&e, 409) => Ok(()),
-                Err(e) => Err(failed("remove container", e)),
-            }
+            remove(&docker, &msg.container_id).await
         })
     }
 }
