@@ -73,7 +73,8 @@ pub struct Stats {
     pub disk: DiskStats,
     /// Load averages.
     pub load: LoadStats,
-    /// Tasks the worker holds that are Scheduled or Running.
+    /// Tasks the worker holds that are Scheduled or Running (filled in by the worker: the
+    /// collector samples the machine, which simulated nodes may share).
     pub task_count: usize,
     /// When the sample was taken.
     pub sampled_at: Option<DateTime<Utc>>,
@@ -190,7 +191,6 @@ impl MetricsCollector {
     fn sample(&mut self) {
         let mut errors = Vec::new();
         let mut stats = Stats {
-            task_count: self.latest.task_count,
             sampled_at: Some(Utc::now()),
             ..Stats::default()
         };
@@ -251,20 +251,6 @@ impl Handler<GetStats> for MetricsCollector {
     }
 }
 
-/// Tells the collector how many tasks its worker holds.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetTaskCount(pub usize);
-
-/// Handler for [`SetTaskCount`].
-impl Handler<SetTaskCount> for MetricsCollector {
-    type Result = ();
-
-    fn handle(&mut self, SetTaskCount(n): SetTaskCount, _: &mut Context<Self>) {
-        self.latest.task_count = n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,7 +289,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let collector =
             MetricsCollector::new(dir.path().to_path_buf(), Duration::from_millis(100)).start();
-        collector.send(SetTaskCount(3)).await.unwrap();
         actix_rt::time::sleep(Duration::from_millis(400)).await;
         let stats = collector.send(GetStats).await.unwrap();
         assert!(stats.errors.is_empty(), "{:?}", stats.errors);
@@ -326,6 +311,5 @@ mod tests {
         assert!((0.0..=100.0).contains(&stats.cpu.usage_percent));
         let disk = read_disk(dir.path()).unwrap();
         assert_eq!(stats.disk.total_bytes, disk.total_bytes);
-        assert_eq!(stats.task_count, 3);
     }
 }

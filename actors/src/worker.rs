@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::metrics::{GetStats, MetricsCollector, SetTaskCount, Stats};
+use crate::metrics::{GetStats, MetricsCollector, Stats};
 use crate::runtime::{
     ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, LogQuery,
     Logs, Ping, RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
@@ -124,7 +124,7 @@ pub struct Worker {
     store: Addr<Store>,
     /// Docker or simulated.
     runtime: RuntimeHandle,
-    /// Told how many tasks are active, for `GET /stats`.
+    /// Samples the machine for `GET /stats` (the worker adds its task count).
     metrics: Option<Addr<MetricsCollector>>,
     /// Every task of this worker, as last written to the store.
     tasks: HashMap<TaskId, Task>,
@@ -180,7 +180,6 @@ impl Worker {
     fn record(&mut self, task: Task, ctx: &mut Context<Self>) {
         let id = task.id;
         self.tasks.insert(id, task.clone());
-        self.report_count();
         ctx.spawn(self.persist(task).into_actor(self).map(move |res, _, _| {
             if let Err(e) = res {
                 log::error!("task {id}: cannot record its new state: {e}");
@@ -190,12 +189,6 @@ impl Worker {
 
     fn active_count(&self) -> usize {
         self.tasks.values().filter(|t| t.state.is_active()).count()
-    }
-
-    fn report_count(&self) {
-        if let Some(metrics) = &self.metrics {
-            metrics.do_send(SetTaskCount(self.active_count()));
-        }
     }
 
     /// Starts the container of a Scheduled task (replacing its old container, if any).
@@ -399,7 +392,6 @@ impl Actor for Worker {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
-        self.report_count();
         let mut resume = Vec::new();
         for task in self.tasks.values() {
             match task.state {
@@ -494,7 +486,6 @@ impl Handler<RunTask> for Worker {
         Box::pin(accept.into_actor(self).map(move |res, act, ctx| {
             match &res {
                 Ok(_) => {
-                    act.report_count();
                     act.launch(id, ctx);
                 }
                 Err(_) => match previous {
@@ -558,7 +549,6 @@ impl Handler<StopTask> for Worker {
                     task.transition(TaskState::Completed, "stopped by user")?;
                 }
                 act.tasks.insert(id, task.clone());
-                act.report_count();
                 Ok(act.persist(task))
             });
             async move {
