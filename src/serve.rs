@@ -16,7 +16,9 @@ use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
 
 use crate::api::manager::ManagerState;
 use crate::api::{self, worker::WorkerState};
-use crate::config::{ClusterSettings, ManagerSettings, RuntimeChoice, StoreChoice, WorkerSettings};
+use crate::config::{
+    ClusterSettings, ManagerSettings, RuntimeChoice, Size, StoreChoice, WorkerSettings,
+};
 
 /// A running worker node: its actors and its HTTP server.
 pub struct WorkerNode {
@@ -54,26 +56,41 @@ fn serve_http<S: Clone + Send + 'static>(
     .run())
 }
 
+/// The directory whose filesystem disk figures describe: the data directory, or the current
+/// one while the data directory does not exist (an in-memory store).
+fn measured_dir(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    if data_dir.exists() {
+        Ok(data_dir.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?)
+    }
+}
+
+/// What a node offers: each setting that is not 0, and `default` for the others.
+fn offered(cpu: f64, memory: Size, disk: Size, default: Resources) -> Resources {
+    Resources {
+        cpu: if cpu > 0.0 { cpu } else { default.cpu },
+        memory: if memory.0 > 0 {
+            memory.0
+        } else {
+            default.memory
+        },
+        disk: if disk.0 > 0 { disk.0 } else { default.disk },
+    }
+}
+
 /// Opens the store, starts the metrics collector, the runtime and the worker, and binds the API.
 /// Must run inside an actix system.
 pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNode> {
     let name = settings.resolved_name();
     let data_dir = settings.resolved_data_dir();
-    let kind = match settings.store {
-        StoreChoice::Memory => StoreKind::Memory,
-        StoreChoice::Lmdb => StoreKind::Lmdb {
-            dir: data_dir.clone(),
-            map_size: settings.store_map_size_mib << 20,
-        },
-    };
-    let store =
-        Store::open(&kind).with_context(|| format!("worker {name}: cannot open its store"))?;
-    // Disk figures describe the filesystem that holds the data directory.
-    let measured = if data_dir.exists() {
-        data_dir.clone()
-    } else {
-        std::env::current_dir()?
-    };
+    let store = open_store(
+        settings.store,
+        &data_dir,
+        settings.store_map_size_mib,
+        &format!("worker {name}"),
+    )?;
+    let measured = measured_dir(&data_dir)?;
     let machine = machine_capacity(&measured);
     let metrics = MetricsCollector::new(
         measured,
@@ -88,23 +105,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
             known_images: (!settings.sim_images.is_empty()).then(|| settings.sim_images.clone()),
         },
     };
-    let capacity = Resources {
-        cpu: if settings.cpu > 0.0 {
-            settings.cpu
-        } else {
-            machine.cpu
-        },
-        memory: if settings.memory.0 > 0 {
-            settings.memory.0
-        } else {
-            machine.memory
-        },
-        disk: if settings.disk.0 > 0 {
-            settings.disk.0
-        } else {
-            machine.disk
-        },
-    };
+    let capacity = offered(settings.cpu, settings.memory, settings.disk, machine);
     let config = WorkerConfig {
         name: name.clone(),
         stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
@@ -248,30 +249,20 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
     }
-    let measured = if settings.data_dir.exists() {
-        settings.data_dir.clone()
-    } else {
-        std::env::current_dir()?
-    };
+    let measured = measured_dir(&settings.data_dir)?;
     let machine = machine_capacity(&measured);
     let n = settings.workers as f64;
-    let capacity = Resources {
-        cpu: if settings.node_cpu > 0.0 {
-            settings.node_cpu
-        } else {
-            machine.cpu / n
-        },
-        memory: if settings.node_memory.0 > 0 {
-            settings.node_memory.0
-        } else {
-            (machine.memory as f64 / n) as u64
-        },
-        disk: if settings.node_disk.0 > 0 {
-            settings.node_disk.0
-        } else {
-            (machine.disk as f64 / n) as u64
-        },
+    let share = Resources {
+        cpu: machine.cpu / n,
+        memory: (machine.memory as f64 / n) as u64,
+        disk: (machine.disk as f64 / n) as u64,
     };
+    let capacity = offered(
+        settings.node_cpu,
+        settings.node_memory,
+        settings.node_disk,
+        share,
+    );
     let runtime = match settings.runtime {
         RuntimeChoice::Docker => RuntimeKind::Docker {
             publish_ip: settings.publish_ip.clone(),
