@@ -6,7 +6,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use cube_actors::scheduler::{Algorithm, NodeView, Resources, Scheduler, epvm_cost};
+use cube_actors::resources::Resources;
+use cube_actors::scheduler::{Algorithm, NodeView, Scheduler, epvm_cost};
 use cube_actors::task::Task;
 
 const NODES: usize = 1000;

@@ -157,12 +157,20 @@ pub struct ManagerSettings {
     pub scheduler: Algorithm,
     /// Workers to connect to at start (`host:port`); more can join with `cube worker --manager`.
     pub workers: Vec<String>,
-    /// Milliseconds between polls of every worker's tasks and metrics.
+    /// Milliseconds between polls of every worker's metrics (task changes come as a feed).
     pub poll_interval_ms: u64,
+    /// Milliseconds a sync waits on a worker for a task change before it answers "nothing".
+    pub sync_wait_ms: u64,
     /// Milliseconds allowed for one call to a remote worker.
     pub worker_timeout_ms: u64,
     /// Submissions handled at once; more get 429 with Retry-After.
     pub max_in_flight: usize,
+    /// Finished tasks kept at most (the oldest are pruned first, with their events).
+    pub retain_finished: usize,
+    /// Seconds a finished task is kept at most.
+    pub retain_finished_secs: u64,
+    /// Milliseconds between prunes of finished tasks past the retention.
+    pub prune_interval_ms: u64,
 }
 
 impl Default for ManagerSettings {
@@ -175,8 +183,12 @@ impl Default for ManagerSettings {
             scheduler: Algorithm::Epvm,
             workers: Vec::new(),
             poll_interval_ms: 1000,
+            sync_wait_ms: 20_000,
             worker_timeout_ms: 10_000,
             max_in_flight: 1024,
+            retain_finished: 1000,
+            retain_finished_secs: 24 * 3600,
+            prune_interval_ms: 5000,
         }
     }
 }

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use cube::cli::client::ManagerClient;
-use cube::cli::commands::{self, Output, RunSpec};
-use cube::config::{
-    self, ClusterSettings, ManagerSettings, RuntimeChoice, Size, StoreChoice, WorkerSettings,
-};
-use cube_actors::scheduler::Algorithm;
+use cube::cli::commands::{self, Output};
+use cube::cli::run::{self, RunSpec};
+use cube::config::Size;
 use cube_actors::task::RestartPolicy;
+
+mod server_args;
+
+use server_args::{ManagerArgs, UpArgs, WorkerArgs};
 
 /// Cube: a small container orchestrator.
 #[derive(Parser)]
@@ -53,6 +55,12 @@ enum Command {
     /// Show every task as a table, or one task in detail.
     #[command(after_help = "Examples:\n  cube status\n  cube status web\n  cube status -o json")]
     Status(StatusArgs),
+    /// Remove finished tasks (Completed, or Failed) from the manager and their nodes.
+    #[command(after_help = "Examples:\n  cube rm web\n  cube rm 21b23589 4f0c1e2a")]
+    Rm(RmArgs),
+    /// Remove every finished task now (they are also pruned after the retention).
+    #[command(after_help = "Examples:\n  cube prune")]
+    Prune(NodeArgs),
     /// Show the nodes: address, status, reserved/offered CPU, memory and disk, task count.
     #[command(after_help = "Examples:\n  cube node\n  cube node -o json")]
     Node(NodeArgs),
@@ -158,6 +166,35 @@ struct StatusArgs {
     target: Target,
     /// One task (ID, unique ID prefix, or name); all tasks when left out.
     task: Option<String>,
+    /// Only tasks in this state (Pending, Scheduled, Running, Completed, Failed).
+    #[arg(long)]
+    state: Option<cube_actors::task::TaskState>,
+    /// Only tasks placed on this node.
+    #[arg(long)]
+    node: Option<String>,
+}
+
+impl StatusArgs {
+    /// The listing's query string.
+    fn filter(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(state) = self.state {
+            parts.push(format!("state={state}"));
+        }
+        if let Some(node) = &self.node {
+            parts.push(format!("node={node}"));
+        }
+        parts.join("&")
+    }
+}
+
+#[derive(clap::Args)]
+struct RmArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The finished tasks to remove: IDs, unique ID prefixes, or names.
+    #[arg(required = true)]
+    tasks: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -189,206 +226,6 @@ where
     let client = ManagerClient::new(&target.manager);
     let output = target.output;
     actix_web::rt::System::new().block_on(f(client, output))
-}
-
-#[derive(clap::Args)]
-struct ManagerArgs {
-    /// Settings file (TOML, see config/manager.toml); flags override it.
-    #[arg(long, short = 'c', env = "CUBE_MANAGER_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address of the manager's HTTP API.
-    #[arg(long, short = 'l')]
-    listen: Option<String>,
-    /// Where tasks and nodes are kept.
-    #[arg(long, short = 's', value_enum)]
-    store: Option<StoreChoice>,
-    /// Data directory of the store.
-    #[arg(long, short = 'd')]
-    data_dir: Option<PathBuf>,
-    /// Scheduling algorithm: epvm, roundrobin or greedy.
-    #[arg(long)]
-    scheduler: Option<Algorithm>,
-    /// Workers to connect to, comma-separated host:port.
-    #[arg(long, short = 'w', value_delimiter = ',')]
-    workers: Option<Vec<String>>,
-    /// Milliseconds between polls of the workers.
-    #[arg(long)]
-    poll_interval_ms: Option<u64>,
-}
-
-impl ManagerArgs {
-    fn settings(self) -> anyhow::Result<ManagerSettings> {
-        let mut s: ManagerSettings = config::load(self.config.as_deref())?;
-        if let Some(v) = self.listen {
-            s.listen = v;
-        }
-        if let Some(v) = self.store {
-            s.store = v;
-        }
-        if let Some(v) = self.data_dir {
-            s.data_dir = v;
-        }
-        if let Some(v) = self.scheduler {
-            s.scheduler = v;
-        }
-        if let Some(v) = self.workers {
-            s.workers = v;
-        }
-        if let Some(v) = self.poll_interval_ms {
-            s.poll_interval_ms = v;
-        }
-        Ok(s)
-    }
-}
-
-#[derive(clap::Args)]
-struct UpArgs {
-    /// Settings file (TOML, see config/cluster.toml); flags override it.
-    #[arg(long, short = 'c', env = "CUBE_CLUSTER_CONFIG")]
-    config: Option<PathBuf>,
-    /// How many worker nodes.
-    #[arg(long, short = 'w')]
-    workers: Option<usize>,
-    /// Address of the manager's HTTP API.
-    #[arg(long, short = 'l')]
-    listen: Option<String>,
-    /// Data directory (manager in <dir>/manager, nodes in <dir>/node-N).
-    #[arg(long, short = 'd')]
-    data_dir: Option<PathBuf>,
-    /// Where tasks are kept.
-    #[arg(long, short = 's', value_enum)]
-    store: Option<StoreChoice>,
-    /// Docker or simulated containers.
-    #[arg(long, short = 'r', value_enum)]
-    runtime: Option<RuntimeChoice>,
-    /// Scheduling algorithm: epvm, roundrobin or greedy.
-    #[arg(long)]
-    scheduler: Option<Algorithm>,
-    /// CPU cores each node offers (default: an equal share of the machine).
-    #[arg(long)]
-    node_cpu: Option<f64>,
-    /// Memory each node offers, e.g. 2Gi (default: an equal share of the machine).
-    #[arg(long)]
-    node_memory: Option<Size>,
-    /// Name the nodes <PREFIX>-1, <PREFIX>-2, ... (default node).
-    #[arg(long)]
-    node_prefix: Option<String>,
-}
-
-impl UpArgs {
-    fn settings(self) -> anyhow::Result<ClusterSettings> {
-        let mut s: ClusterSettings = config::load(self.config.as_deref())?;
-        if let Some(v) = self.workers {
-            s.workers = v;
-        }
-        if let Some(v) = self.listen {
-            s.manager.listen = v;
-        }
-        if let Some(v) = self.data_dir {
-            s.manager.data_dir = v.join("manager");
-            s.data_dir = v;
-        }
-        if let Some(v) = self.store {
-            s.store = v;
-            s.manager.store = v;
-        }
-        if let Some(v) = self.runtime {
-            s.runtime = v;
-        }
-        if let Some(v) = self.scheduler {
-            s.manager.scheduler = v;
-        }
-        if let Some(v) = self.node_cpu {
-            s.node_cpu = v;
-        }
-        if let Some(v) = self.node_memory {
-            s.node_memory = v;
-        }
-        if let Some(v) = self.node_prefix {
-            s.node_prefix = v;
-        }
-        Ok(s)
-    }
-}
-
-#[derive(clap::Args)]
-struct WorkerArgs {
-    /// Settings file (TOML, see config/worker.toml); flags override it.
-    #[arg(long, short = 'c', env = "CUBE_WORKER_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address of the worker's HTTP API.
-    #[arg(long, short = 'l')]
-    listen: Option<String>,
-    /// The worker's name, unique in the cluster.
-    #[arg(long, short = 'n')]
-    name: Option<String>,
-    /// Where tasks are kept.
-    #[arg(long, short = 's', value_enum)]
-    store: Option<StoreChoice>,
-    /// Data directory of the store.
-    #[arg(long, short = 'd')]
-    data_dir: Option<PathBuf>,
-    /// Docker or simulated containers.
-    #[arg(long, short = 'r', value_enum)]
-    runtime: Option<RuntimeChoice>,
-    /// Host address task ports are published on.
-    #[arg(long)]
-    publish_ip: Option<String>,
-    /// Seconds a container gets to exit after SIGTERM.
-    #[arg(long)]
-    stop_timeout: Option<u64>,
-    /// A manager to join, e.g. http://10.0.0.1:5555.
-    #[arg(long, short = 'm')]
-    manager: Option<String>,
-    /// The address the manager should use to reach this worker (default http://<listen>).
-    #[arg(long)]
-    advertise: Option<String>,
-    /// CPU cores offered to tasks (default: all).
-    #[arg(long)]
-    cpu: Option<f64>,
-    /// Memory offered to tasks, e.g. 4Gi (default: the machine's total).
-    #[arg(long)]
-    memory: Option<Size>,
-}
-
-impl WorkerArgs {
-    fn settings(self) -> anyhow::Result<WorkerSettings> {
-        let mut s: WorkerSettings = config::load(self.config.as_deref())?;
-        if let Some(v) = self.listen {
-            s.listen = v;
-        }
-        if let Some(v) = self.name {
-            s.name = v;
-        }
-        if let Some(v) = self.store {
-            s.store = v;
-        }
-        if let Some(v) = self.data_dir {
-            s.data_dir = v;
-        }
-        if let Some(v) = self.runtime {
-            s.runtime = v;
-        }
-        if let Some(v) = self.publish_ip {
-            s.publish_ip = v;
-        }
-        if let Some(v) = self.stop_timeout {
-            s.stop_timeout_secs = v;
-        }
-        if let Some(v) = self.manager {
-            s.manager = v;
-        }
-        if let Some(v) = self.advertise {
-            s.advertise = v;
-        }
-        if let Some(v) = self.cpu {
-            s.cpu = v;
-        }
-        if let Some(v) = self.memory {
-            s.memory = v;
-        }
-        Ok(s)
-    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -427,15 +264,27 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let (wait, timeout) = (args.wait, std::time::Duration::from_secs(args.timeout));
             client_command(&args.target, |c, o| async move {
-                commands::run(&c, spec, wait, timeout, o).await
+                run::run(&c, spec, wait, timeout, o).await
             })
         }
         Command::Stop(args) => client_command(&args.target, |c, o| async move {
             commands::stop(&c, &args.task, o).await
         }),
-        Command::Status(args) => client_command(&args.target, |c, o| async move {
-            commands::status(&c, args.task.as_deref(), o).await
+        Command::Status(args) => {
+            let filter = args.filter();
+            client_command(&args.target, |c, o| async move {
+                commands::status(&c, args.task.as_deref(), &filter, o).await
+            })
+        }
+        Command::Rm(args) => client_command(&args.target, |c, o| async move {
+            commands::rm(&c, &args.tasks, o).await
         }),
+        Command::Prune(args) => {
+            client_command(
+                &args.target,
+                |c, o| async move { commands::prune(&c, o).await },
+            )
+        }
         Command::Node(args) => {
             client_command(
                 &args.target,

@@ -7,10 +7,11 @@ use actix::{Actor, Addr};
 use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
-use cube_actors::manager::{AddLocalWorker, ConnectWorker, Manager, ManagerConfig};
+use cube_actors::backoff::Backoff;
+use cube_actors::manager::{AddLocalWorker, ConnectWorker, Manager, ManagerConfig, Retention};
 use cube_actors::metrics::{MetricsCollector, machine_capacity};
 use cube_actors::remote_worker::{RemoteConfig, join_manager};
-use cube_actors::scheduler::Resources;
+use cube_actors::resources::Resources;
 use cube_actors::store::{Store, StoreKind};
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
 
@@ -177,6 +178,12 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
     let config = ManagerConfig {
         algorithm: settings.scheduler,
         poll_interval: Duration::from_millis(settings.poll_interval_ms.max(50)),
+        sync_wait: Duration::from_millis(settings.sync_wait_ms.clamp(100, 60_000)),
+        retention: Retention {
+            max_finished: settings.retain_finished,
+            max_age: Duration::from_secs(settings.retain_finished_secs),
+        },
+        prune_interval: Duration::from_millis(settings.prune_interval_ms.max(50)),
         remote: RemoteConfig {
             timeout: Duration::from_millis(settings.worker_timeout_ms.max(100)),
             ..RemoteConfig::default()
@@ -207,7 +214,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
 
 /// Connects the manager to the worker at `address`, retrying until the worker answers.
 async fn connect_until_joined(manager: Addr<Manager>, address: String) {
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         match manager
             .send(ConnectWorker {
@@ -222,8 +229,7 @@ async fn connect_until_joined(manager: Addr<Manager>, address: String) {
             Ok(Err(e)) => log::warn!("cannot connect to worker {address} yet: {e}"),
             Err(_) => return,
         }
-        actix::clock::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        actix::clock::sleep(backoff.next_wait()).await;
     }
 }
 

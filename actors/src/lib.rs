@@ -4,13 +4,16 @@
 //! - [`node`]: a worker node as the manager knows it.
 //! - [`store`]: the store actor, in memory or durable on LMDB.
 
+pub mod backoff;
 pub mod manager;
 pub mod metrics;
 pub mod node;
 pub mod remote_worker;
+pub mod resources;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
 pub mod task;
 pub mod units;
+pub mod unwritten;
 pub mod worker;

@@ -157,8 +157,8 @@ pub fn read_disk(path: &std::path::Path) -> Result<DiskStats, String> {
 
 /// What this machine can offer to tasks: all its CPUs, its total memory, and the free space of
 /// the filesystem holding `path`.
-pub fn machine_capacity(path: &std::path::Path) -> crate::scheduler::Resources {
-    crate::scheduler::Resources {
+pub fn machine_capacity(path: &std::path::Path) -> crate::resources::Resources {
+    crate::resources::Resources {
         cpu: read_cpu().map_or(1, |(_, cores)| cores.max(1)) as f64,
         memory: read_memory().map_or(0, |m| m.total_bytes),
         disk: read_disk(path).map_or(0, |d| d.free_bytes),

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Stats;
-use crate::scheduler::Resources;
+use crate::resources::Resources;
 
 /// The address of a node whose worker runs in the manager's process.
 pub const LOCAL_ADDRESS: &str = "local";

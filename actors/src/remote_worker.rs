@@ -4,7 +4,9 @@
 //! same process, or a [`RemoteWorker`] that turns the same messages into HTTP calls. Calls have a
 //! timeout; calls that did not reach the worker (connection refused, timeout) are retried with
 //! exponential back-off, and all our calls are idempotent, so a retry never runs a task twice.
-//! What the worker answers with an error status comes back as the matching [`WorkerError`].
+//! What the worker answers with an error status comes back as the same [`WorkerError`] variant a
+//! local worker would have returned (see [`answer_error`]), so the manager treats a refusal alike
+//! whichever node made it.
 //!
 //! Architecture invariant: besides the HTTP edge of the binary, this is the only module that
 //! speaks HTTP.
@@ -15,10 +17,14 @@ use actix::prelude::*;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::backoff::Backoff;
 use crate::metrics::Stats;
-use crate::task::{Task, TaskEvent, TaskId};
+use crate::runtime::RuntimeError;
+use crate::store::StoreError;
+use crate::task::{InvalidTask, Task, TaskEvent, TaskId};
 use crate::worker::{
-    GetNodeInfo, ListTasks, NodeInfo, RunTask, StopTask, TaskLogs, Worker, WorkerError, WorkerStats,
+    ForgetTask, GetNodeInfo, ListTasks, NodeInfo, RunTask, StopTask, Sync, SyncReply, TaskLogs,
+    Worker, WorkerError, WorkerStats,
 };
 
 /// How a remote worker is called.
@@ -93,6 +99,7 @@ impl RemoteWorker {
         let config = self.config.clone();
         Box::pin(async move {
             let mut attempt = 0;
+            let mut backoff = Backoff::new(config.backoff, config.backoff * 16);
             loop {
                 let request = client.request(method.clone(), &url).timeout(timeout);
                 let sent = match &body {
@@ -104,7 +111,7 @@ impl RemoteWorker {
                     Err(e) if attempt < config.retries => {
                         attempt += 1;
                         log::debug!("{method} {url}: {e}; retrying");
-                        actix::clock::sleep(config.backoff * 2u32.pow(attempt - 1)).await;
+                        actix::clock::sleep(backoff.next_wait()).await;
                         continue;
                     }
                     Err(e) => {
@@ -115,22 +122,50 @@ impl RemoteWorker {
                     }
                 };
                 let status = response.status().as_u16();
-                let bytes = response.body().limit(64 << 20).await.map_err(|e| {
-                    WorkerError::Unreachable(format!("worker at {url}: reading the answer: {e}"))
-                })?;
+                // The whole answer, not only its headers, must come within the timeout: a peer
+                // that stalls mid-body must not wedge the caller.
+                let body = response.body().limit(64 << 20);
+                let bytes = match actix::clock::timeout(timeout, body).await {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(e)) => {
+                        let e = format!("worker at {url}: reading the answer: {e}");
+                        return Err(WorkerError::Unreachable(e));
+                    }
+                    Err(_) => {
+                        let e =
+                            format!("worker at {url}: the answer did not arrive in {timeout:?}");
+                        return Err(WorkerError::Unreachable(e));
+                    }
+                };
                 if (200..300).contains(&status) {
                     return Ok(bytes.to_vec());
                 }
                 let message = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|b| b.message)
                     .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-                return Err(match (status, task) {
-                    (404, Some(id)) => WorkerError::NotFound(id),
-                    (409, _) => WorkerError::Conflict(message),
-                    _ => WorkerError::Rejected { status, message },
-                });
+                return Err(answer_error(&url, status, message, task));
             }
         })
+    }
+}
+
+/// The [`WorkerError`] a worker meant by answering `status` with `message`: the variant a local
+/// worker returns for the same refusal.
+fn answer_error(url: &str, status: u16, message: String, task: Option<TaskId>) -> WorkerError {
+    match (status, task) {
+        (400, _) => WorkerError::Invalid(InvalidTask::from_message(&message)),
+        (404, Some(id)) => WorkerError::NotFound(id),
+        (409, _) => WorkerError::Conflict(message),
+        (503, _) => WorkerError::Runtime(RuntimeError::Unavailable { reason: message }),
+        (502, _) => WorkerError::Runtime(RuntimeError::Failed {
+            operation: "run the task",
+            reason: message,
+        }),
+        (500, _) => WorkerError::Store(StoreError::Backend {
+            operation: "write on the worker",
+            reason: message,
+        }),
+        _ => WorkerError::Unreachable(format!("worker at {url} answered {status}: {message}")),
     }
 }
 
@@ -166,16 +201,52 @@ impl Handler<RunTask> for RemoteWorker {
 impl Handler<StopTask> for RemoteWorker {
     type Result = ResponseFuture<Result<Task, WorkerError>>;
 
-    fn handle(&mut self, StopTask(id): StopTask, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StopTask, _: &mut Context<Self>) -> Self::Result {
         // A stop waits for the container's graceful exit on the worker.
         let timeout = self.config.timeout + Duration::from_secs(30);
-        self.call(
+        let mut path = format!("/tasks/{}", msg.id);
+        if let Some(placement) = msg.placement {
+            path.push_str(&format!("?placement={placement}"));
+        }
+        self.call(awc::http::Method::DELETE, path, None, timeout, Some(msg.id))
+    }
+}
+
+/// Handler for [`ForgetTask`]: `DELETE /tasks/{id}?purge=true`.
+impl Handler<ForgetTask> for RemoteWorker {
+    type Result = ResponseFuture<Result<(), WorkerError>>;
+
+    fn handle(&mut self, msg: ForgetTask, _: &mut Context<Self>) -> Self::Result {
+        let mut path = format!("/tasks/{}?purge=true", msg.id);
+        if let Some(placement) = msg.placement {
+            path.push_str(&format!("&placement={placement}"));
+        }
+        let raw = self.call_raw(
             awc::http::Method::DELETE,
-            format!("/tasks/{id}"),
+            path,
             None,
-            timeout,
-            Some(id),
-        )
+            self.config.timeout,
+            Some(msg.id),
+        );
+        Box::pin(async move { raw.await.map(drop) })
+    }
+}
+
+/// Handler for [`Sync`]: `GET /sync?epoch=E&revision=R&wait_ms=W`, a long poll; the call may
+/// take the wait plus the usual timeout.
+impl Handler<Sync> for RemoteWorker {
+    type Result = ResponseFuture<Result<SyncReply, WorkerError>>;
+
+    fn handle(&mut self, msg: Sync, _: &mut Context<Self>) -> Self::Result {
+        let mut path = format!("/sync?wait_ms={}", msg.wait.as_millis());
+        if let Some(cursor) = msg.cursor {
+            path.push_str(&format!(
+                "&epoch={}&revision={}",
+                cursor.epoch, cursor.revision
+            ));
+        }
+        let timeout = self.config.timeout + msg.wait;
+        self.call(awc::http::Method::GET, path, None, timeout, None)
     }
 }
 
@@ -266,7 +337,7 @@ pub async fn join_manager(manager: String, advertise: String) {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(15))
         .finish();
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         match client
             .post(&url)
@@ -287,8 +358,7 @@ pub async fn join_manager(manager: String, advertise: String) {
             }
             Err(e) => log::warn!("cannot reach the manager at {manager} to join: {e}"),
         }
-        actix::clock::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        actix::clock::sleep(backoff.next_wait()).await;
     }
 }
 

@@ -92,10 +92,6 @@ impl From<WorkerError> for ApiError {
             WorkerError::Store(e) => e.into(),
             WorkerError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             WorkerError::Unreachable(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
-            WorkerError::Rejected { status, message } => ApiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                message,
-            ),
         }
     }
 }

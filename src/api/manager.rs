@@ -3,9 +3,11 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /tasks` | a TaskEvent; 201 with the task as stored (Pending, placed right after); `State: 3` stops it |
-//! | `GET /tasks` | every task, always a JSON array |
+//! | `GET /tasks?state=&node=&name=&limit=&after=` | tasks in arrival order, always a JSON array; filtered, and a page at a time with `limit` (header `Cube-Next-Cursor`: pass it as `after` for the next page) |
+//! | `POST /tasks/prune` | removes every finished task now; `{"Removed": n}` |
 //! | `GET /tasks/{id}` | one task, with its node, restart count and last reason |
 //! | `DELETE /tasks/{id}` | stops the task on its node; 200 with the task, now Completed |
+//! | `DELETE /tasks/{id}?purge=true` | removes a finished task (409 if it is not finished) |
 //! | `GET /tasks/{id}/logs?tail=N` | the last N lines of the task's output, from its node |
 //! | `GET /nodes` | every node: address, status, capacity, reserved, live metrics, task count |
 //! | `POST /nodes` | `{"Address": "http://host:port"}`: connect to that worker and add it |
@@ -21,12 +23,15 @@ use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use cube_actors::manager::{
-    ConnectWorker, GetOne, ListAll, ListNodes, Logs, Manager, Stop, Submit,
+    ConnectWorker, GetOne, ListNodes, ListTasks, Logs, Manager, Prune, Purge, Stop, Submit,
+    TaskFilter,
 };
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
 
-use super::{ApiError, ErrorBody, LogsParams, method_not_allowed, parse_task_id};
+use super::{
+    ApiError, DeleteParams, ErrorBody, LogsParams, NEXT_CURSOR, method_not_allowed, parse_task_id,
+};
 
 /// What the manager's handlers talk to.
 #[derive(Clone)]
@@ -42,6 +47,11 @@ pub struct ManagerState {
 /// Registers the manager routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        web::resource("/tasks/prune")
+            .route(web::post().to(prune))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/tasks")
             .route(web::post().to(submit))
             .route(web::get().to(list))
@@ -96,8 +106,44 @@ async fn submit(
     })
 }
 
-async fn list(state: web::Data<ManagerState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.manager.send(ListAll).await?))
+/// The filters of `GET /tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    node: Option<String>,
+    name: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn list(
+    state: web::Data<ManagerState>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let task_state = match &params.state {
+        Some(s) => Some(s.parse().map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    let filter = TaskFilter {
+        state: task_state,
+        node: params.node,
+        name: params.name,
+        limit: params.limit,
+        after: params.after,
+    };
+    let page = state.manager.send(ListTasks(filter)).await??;
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = &page.next {
+        response.insert_header((NEXT_CURSOR, next.as_str()));
+    }
+    Ok(response.json(page.tasks))
+}
+
+async fn prune(state: web::Data<ManagerState>) -> Result<HttpResponse, ApiError> {
+    let removed = state.manager.send(Prune).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "Removed": removed })))
 }
 
 async fn get(
@@ -111,8 +157,12 @@ async fn get(
 async fn stop(
     state: web::Data<ManagerState>,
     id: web::Path<String>,
+    params: web::Query<DeleteParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&id)?;
+    if params.purge.unwrap_or(false) {
+        return Ok(HttpResponse::Ok().json(state.manager.send(Purge(id)).await??));
+    }
     Ok(HttpResponse::Ok().json(state.manager.send(Stop(id)).await??))
 }
 

@@ -69,6 +69,19 @@ impl LogsParams {
 }
 
 /// Reads a task id from a path segment.
+/// The header of a listing's answer that holds the cursor of its next page.
+pub const NEXT_CURSOR: &str = "Cube-Next-Cursor";
+
+/// The options of `DELETE /tasks/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Remove the finished task instead of stopping it.
+    pub purge: Option<bool>,
+    /// (Worker) act only on a copy of this placement or older.
+    pub placement: Option<u64>,
+}
+
 pub fn parse_task_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::bad_request(format!(

@@ -5,7 +5,9 @@
 //! | `POST /tasks` | a TaskEvent; 201 with the task as stored (Scheduled); `State: 3` stops it |
 //! | `GET /tasks` | every task, always a JSON array |
 //! | `GET /tasks/{id}` | the task and its container's live state |
-//! | `DELETE /tasks/{id}` | stops the task; 200 with the task, now Completed |
+//! | `DELETE /tasks/{id}[?placement=N]` | stops the task (of that placement or older); 200 with the task, now Completed |
+//! | `DELETE /tasks/{id}?purge=true[&placement=N]` | forgets a finished task and removes its container; 204 |
+//! | `GET /sync?epoch=E&revision=R&wait_ms=W` | the task changes after that cursor, as a long poll (the manager's feed) |
 //! | `GET /tasks/{id}/logs?tail=N` | the container's last N lines of output (text) |
 //! | `GET /stats` | the latest metrics sample |
 //! | `GET /node` | the worker's name, capacity and runtime (what a manager asks on connecting) |
@@ -14,11 +16,20 @@
 use actix::Addr;
 use actix_web::{HttpResponse, web};
 use cube_actors::task::{Desired, TaskEvent};
-use cube_actors::worker::{
-    GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, TaskLogs, Worker, WorkerStats,
-};
+use std::time::Duration;
 
-use super::{ApiError, LogsParams, method_not_allowed, parse_task_id};
+use cube_actors::worker::feed::Cursor;
+use cube_actors::worker::{
+    ForgetTask, GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, Sync, TaskLogs, Worker,
+    WorkerStats,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ApiError, DeleteParams, LogsParams, method_not_allowed, parse_task_id};
+
+/// The longest a sync may wait for a change.
+const MAX_SYNC_WAIT: Duration = Duration::from_secs(60);
 
 /// What the worker's handlers talk to.
 #[derive(Clone)]
@@ -44,6 +55,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/tasks/{id}/logs", web::get().to(logs))
+    .route("/sync", web::get().to(sync))
     .route("/stats", web::get().to(stats))
     .route("/node", web::get().to(node))
     .route("/health", web::get().to(health));
@@ -60,7 +72,7 @@ async fn submit(
             Ok(HttpResponse::Created().json(task))
         }
         Desired::Stop => {
-            let task = state.worker.send(StopTask(event.task.id)).await??;
+            let task = state.worker.send(StopTask::any(event.task.id)).await??;
             Ok(HttpResponse::Ok().json(task))
         }
     }
@@ -81,9 +93,44 @@ async fn get(
 async fn stop(
     state: web::Data<WorkerState>,
     id: web::Path<String>,
+    params: web::Query<DeleteParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&id)?;
-    Ok(HttpResponse::Ok().json(state.worker.send(StopTask(id)).await??))
+    let placement = params.placement;
+    if params.purge.unwrap_or(false) {
+        state.worker.send(ForgetTask { id, placement }).await??;
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    let stop = StopTask { id, placement };
+    Ok(HttpResponse::Ok().json(state.worker.send(stop).await??))
+}
+
+/// The cursor and wait of `GET /sync`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncParams {
+    epoch: Option<Uuid>,
+    revision: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+async fn sync(
+    state: web::Data<WorkerState>,
+    params: web::Query<SyncParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let cursor = match (params.epoch, params.revision) {
+        (Some(epoch), Some(revision)) => Some(Cursor { epoch, revision }),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "a sync cursor needs both `epoch` and `revision`, or neither",
+            ));
+        }
+    };
+    let wait = Duration::from_millis(params.wait_ms.unwrap_or(0)).min(MAX_SYNC_WAIT);
+    let reply = state.worker.send(Sync { cursor, wait }).await??;
+    Ok(HttpResponse::Ok().json(reply))
 }
 
 async fn logs(

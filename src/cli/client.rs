@@ -9,6 +9,12 @@ use cube_actors::task::{Task, TaskEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The header of a listing's answer that holds the cursor of its next page.
+pub const NEXT_CURSOR: &str = "Cube-Next-Cursor";
+
+/// How many tasks the CLI asks for at once.
+const PAGE: usize = 1000;
+
 /// Talks to one manager.
 pub struct ManagerClient {
     base: String,
@@ -37,6 +43,16 @@ impl ManagerClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Vec<u8>> {
+        Ok(self.call_paged(method, path, body).await?.0)
+    }
+
+    /// Makes a call; the body of a 2xx answer and its next-page cursor, if any.
+    async fn call_paged(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(Vec<u8>, Option<String>)> {
         let url = format!("{}{path}", self.base);
         let request = self.client.request(method, &url);
         let sent = match body {
@@ -57,7 +73,12 @@ impl ManagerClient {
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
         if response.status().is_success() {
-            return Ok(bytes.to_vec());
+            let next = response
+                .headers()
+                .get(NEXT_CURSOR)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            return Ok((bytes.to_vec(), next));
         }
         let message = serde_json::from_slice::<Value>(&bytes)
             .ok()
@@ -85,9 +106,45 @@ impl ManagerClient {
             .map_err(|e| anyhow!("the manager refused the task: {e}"))
     }
 
-    /// `GET /tasks`.
-    pub async fn tasks(&self) -> anyhow::Result<Vec<Task>> {
-        self.json(awc::http::Method::GET, "/tasks", None).await
+    /// `GET /tasks?...`: every task matching `filter` (a query string such as
+    /// `state=Running&node=node-1`, or empty), fetched a page at a time.
+    pub async fn tasks(&self, filter: &str) -> anyhow::Result<Vec<Task>> {
+        let mut tasks = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/tasks?limit={PAGE}");
+            if !filter.is_empty() {
+                path.push_str(&format!("&{filter}"));
+            }
+            if let Some(after) = &after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let (bytes, next) = self.call_paged(awc::http::Method::GET, &path, None).await?;
+            let page: Vec<Task> = serde_json::from_slice(&bytes).with_context(|| {
+                format!("the manager at {} answered something unexpected", self.base)
+            })?;
+            tasks.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(tasks),
+            }
+        }
+    }
+
+    /// `DELETE /tasks/{id}?purge=true`: removes a finished task.
+    pub async fn purge(&self, id: &str) -> anyhow::Result<Task> {
+        let path = format!("/tasks/{id}?purge=true");
+        self.json(awc::http::Method::DELETE, &path, None).await
+    }
+
+    /// `POST /tasks/prune`: removes every finished task; how many were removed.
+    pub async fn prune(&self) -> anyhow::Result<u64> {
+        let answer: Value = self
+            .json(awc::http::Method::POST, "/tasks/prune", Some(&Value::Null))
+            .await?;
+        answer["Removed"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("the manager answered something unexpected: {answer}"))
     }
 
     /// `GET /tasks/{id}`.
@@ -126,7 +183,25 @@ impl ManagerClient {
     /// Finds the one task `reference` names: its full ID, a unique prefix of its ID, or its name
     /// (when several tasks share a name, the one not yet ended).
     pub async fn resolve(&self, reference: &str) -> anyhow::Result<Task> {
-        let tasks = self.tasks().await?;
+        if reference.parse::<uuid::Uuid>().is_ok()
+            && let Ok(task) = self.task(reference).await
+        {
+            return Ok(task);
+        }
+        let valid_name = !reference.is_empty()
+            && reference
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let named = if valid_name {
+            self.tasks(&format!("name={reference}")).await?
+        } else {
+            Vec::new()
+        };
+        let tasks = if named.is_empty() {
+            self.tasks("").await?
+        } else {
+            named
+        };
         if let Some(task) = tasks.iter().find(|t| t.id.to_string() == reference) {
             return Ok(task.clone());
         }
@@ -144,7 +219,7 @@ impl ManagerClient {
             let live: Vec<&Task> = candidates
                 .iter()
                 .copied()
-                .filter(|t| !t.state.is_terminal())
+                .filter(|t| !t.is_finished())
                 .collect();
             if live.is_empty() { candidates } else { live }
         } else {

@@ -30,6 +30,8 @@ pub const LABEL_TASK_ID: &str = "cube.task.id";
 pub const LABEL_TASK_NAME: &str = "cube.task.name";
 /// The label holding the name of the worker that runs the container.
 pub const LABEL_WORKER: &str = "cube.worker";
+/// The label holding the task's placement number the container was started for.
+pub const LABEL_PLACEMENT: &str = "cube.placement";
 
 /// What went wrong talking to the runtime.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +131,8 @@ pub struct ManagedContainer {
     pub id: String,
     /// The task it runs, from its label (None if the label is unreadable).
     pub task_id: Option<TaskId>,
+    /// The task's placement it was started for, from its label (None if absent).
+    pub placement: Option<u64>,
     /// Whether it is running.
     pub running: bool,
 }
@@ -141,8 +145,8 @@ pub struct Start {
     pub task: Task,
 }
 
-/// Stops a container (gracefully, then killed after the timeout) and removes it.
-/// A container that is already gone is not an error.
+/// Stops a container (gracefully, then killed after the timeout) and keeps it, with its logs,
+/// until [`Remove`]. A container that has already stopped, or is gone, is not an error.
 #[derive(Message)]
 #[rtype(result = "Result<(), RuntimeError>")]
 pub struct Stop {
@@ -150,6 +154,14 @@ pub struct Stop {
     pub container_id: String,
     /// How long it gets to exit after SIGTERM.
     pub timeout: Duration,
+}
+
+/// Removes a container (stopped or not) and with it its logs; one already gone is not an error.
+#[derive(Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub struct Remove {
+    /// The container.
+    pub container_id: String,
 }
 
 /// Reads a container's state; a missing container is `ContainerStatus::Missing`, not an error.
@@ -274,9 +286,16 @@ impl RuntimeHandle {
     }
 }
 
-/// The container name for a task: readable and unique (`cube-<name>-<first 12 of the id>`).
+/// The container name for a task: readable, and unique per start
+/// (`cube-<name>-<first 12 of the id>-p<placement>-r<restart count>`).
 pub fn container_name(task: &Task) -> String {
-    format!("cube-{}-{}", task.name, &task.id.simple().to_string()[..12])
+    format!(
+        "cube-{}-{}-p{}-r{}",
+        task.name,
+        &task.id.simple().to_string()[..12],
+        task.placement,
+        task.restart_count
+    )
 }
 
 /// The exit a task asks for through `EXIT_CODE` / `EXIT_AFTER_MS` (read by the echo program and

@@ -15,13 +15,14 @@ use uuid::Uuid;
 
 use super::{
     ContainerExited, ContainerInfo, ContainerStatus, Inspect, ListManaged, Logs, ManagedContainer,
-    Ping, RuntimeError, Start, Stop, Watch, container_name, requested_exit,
+    Ping, Remove, RuntimeError, Start, Stop, Watch, container_name, requested_exit,
 };
 use crate::task::{PortBinding, TaskId, parse_port_spec};
 
 /// One simulated container.
 struct SimContainer {
     task_id: TaskId,
+    placement: u64,
     info: ContainerInfo,
     logs: Vec<(DateTime<Utc>, String)>,
 }
@@ -128,6 +129,7 @@ impl Handler<Start> for SimRuntime {
             id,
             SimContainer {
                 task_id: task.id,
+                placement: task.placement,
                 info: info.clone(),
                 logs: vec![(
                     Utc::now(),
@@ -147,6 +149,25 @@ impl Handler<Stop> for SimRuntime {
     type Result = Result<(), RuntimeError>;
 
     fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
+        if let Some(c) = self.containers.get_mut(&msg.container_id)
+            && c.info.status == ContainerStatus::Running
+        {
+            c.info.status = ContainerStatus::Exited {
+                code: 0,
+                oom_killed: false,
+                error: String::new(),
+            };
+            c.logs.push((Utc::now(), "stopped".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Handler for [`Remove`].
+impl Handler<Remove> for SimRuntime {
+    type Result = Result<(), RuntimeError>;
+
+    fn handle(&mut self, msg: Remove, _: &mut Context<Self>) -> Self::Result {
         self.containers.remove(&msg.container_id);
         Ok(())
     }
@@ -213,6 +234,7 @@ impl Handler<ListManaged> for SimRuntime {
             .map(|(id, c)| ManagedContainer {
                 id: id.clone(),
                 task_id: Some(c.task_id),
+                placement: Some(c.placement),
                 running: c.info.status == ContainerStatus::Running,
             })
             .collect())

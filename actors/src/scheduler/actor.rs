@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
 
-use super::{Algorithm, NodeView, Resources, Scheduler, Unplaceable, effective_cpu};
+use super::{Algorithm, NodeView, Scheduler, Unplaceable, effective_cpu};
+use crate::resources::Resources;
 use crate::task::{Task, TaskId};
 
 /// The scheduler actor.
@@ -234,10 +235,8 @@ mod tests {
             .unwrap();
         let mut t1 = Task::new("t1", "img");
         t1.memory = 2 * gib;
-        let t2 = Task {
-            id: TaskId::new_v4(),
-            ..t1.clone()
-        };
+        let mut t2 = t1.clone();
+        t2.id = TaskId::new_v4();
         assert_eq!(
             scheduler.send(Place(t1.clone())).await.unwrap().unwrap(),
             "a"

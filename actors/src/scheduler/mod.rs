@@ -17,6 +17,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::resources::Resources;
 use crate::task::Task;
 use crate::units::{format_bytes as bytes, trim_float};
 
@@ -25,47 +26,6 @@ pub const LIEB: f64 = 1.539_600_717_839_002;
 
 /// The CPU share E-PVM assumes for a task that asks for no CPU (of one core).
 pub const DEFAULT_TASK_CPU: f64 = 0.1;
-
-/// CPU, memory and disk: a capacity, a reservation or a demand.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Resources {
-    /// CPU cores.
-    pub cpu: f64,
-    /// Memory in bytes.
-    pub memory: u64,
-    /// Disk in bytes.
-    pub disk: u64,
-}
-
-impl Resources {
-    /// What a task asks for.
-    pub fn of(task: &Task) -> Resources {
-        Resources {
-            cpu: task.cpu,
-            memory: task.memory,
-            disk: task.disk,
-        }
-    }
-
-    /// `self + other`.
-    pub fn plus(self, other: Resources) -> Resources {
-        Resources {
-            cpu: self.cpu + other.cpu,
-            memory: self.memory.saturating_add(other.memory),
-            disk: self.disk.saturating_add(other.disk),
-        }
-    }
-
-    /// `self - other`, never below zero.
-    pub fn minus(self, other: Resources) -> Resources {
-        Resources {
-            cpu: (self.cpu - other.cpu).max(0.0),
-            memory: self.memory.saturating_sub(other.memory),
-            disk: self.disk.saturating_sub(other.disk),
-        }
-    }
-}
 
 /// A node as the scheduler sees it: a snapshot, nothing live.
 ///

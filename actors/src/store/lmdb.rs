@@ -11,8 +11,13 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 
 use super::{Backend, StoreError, Table, WriteOp};
 
-/// The version of the on-disk layout. A data directory of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the on-disk layout. An older directory is migrated when opened (see
+/// [`LmdbBackend::migrate`]); a newer one is refused.
+///
+/// - 1: tasks, events (keyed by event id) and nodes.
+/// - 2: events keyed `<task id>/<event id>`, so that a task's events go with it; `meta` may also
+///   hold a worker's feed head.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The key in the `meta` database that holds [`FORMAT_VERSION`].
 const VERSION_KEY: &str = "format_version";
@@ -93,6 +98,7 @@ impl LmdbBackend {
         drop(rtxn);
         match found {
             Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
+            Some(v) if v == "1" => self.migrate(1),
             Some(found) => Err(StoreError::Version {
                 path: self.path.clone(),
                 found,
@@ -100,6 +106,53 @@ impl LmdbBackend {
             }),
             None => self.set_version(&FORMAT_VERSION.to_string()),
         }
+    }
+
+    /// Brings a directory of format `from` to [`FORMAT_VERSION`] in one transaction: either the
+    /// whole migration is committed, or nothing changed and the error names the path.
+    fn migrate(&self, from: u32) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(|e| self.fail("write", e))?;
+        if from < 2 {
+            let events = self.db(Table::Events);
+            let old: Vec<(String, Vec<u8>)> = events
+                .iter(&wtxn)
+                .map_err(|e| self.fail("read", e))?
+                .map(|item| item.map(|(k, v)| (k.to_string(), v.to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.fail("read", e))?;
+            for (key, value) in old {
+                if key.contains('/') {
+                    continue;
+                }
+                let task = serde_json::from_slice::<serde_json::Value>(&value)
+                    .ok()
+                    .and_then(|v| v["Task"]["ID"].as_str().map(str::to_string))
+                    .ok_or_else(|| StoreError::Corrupt {
+                        table: Table::Events,
+                        key: key.clone(),
+                        reason: "an event without a task ID cannot be migrated".into(),
+                    })?;
+                events
+                    .delete(&mut wtxn, &key)
+                    .map_err(|e| self.fail("write", e))?;
+                events
+                    .put(&mut wtxn, &format!("{task}/{key}"), &value)
+                    .map_err(|e| self.fail("write", e))?;
+            }
+        }
+        self.meta
+            .put(
+                &mut wtxn,
+                VERSION_KEY,
+                FORMAT_VERSION.to_string().as_bytes(),
+            )
+            .map_err(|e| self.fail("write", e))?;
+        wtxn.commit().map_err(|e| self.fail("commit", e))?;
+        log::info!(
+            "store at {}: migrated from format version {from} to {FORMAT_VERSION}",
+            self.path.display()
+        );
+        Ok(())
     }
 
     fn set_version(&self, version: &str) -> Result<(), StoreError> {
@@ -115,7 +168,22 @@ impl LmdbBackend {
             Table::Tasks => self.tables[0],
             Table::Events => self.tables[1],
             Table::Nodes => self.tables[2],
+            Table::Meta => self.meta,
         }
+    }
+
+    fn delete_prefix(
+        &self,
+        wtxn: &mut heed::RwTxn,
+        table: Table,
+        prefix: &str,
+    ) -> heed::Result<()> {
+        let mut iter = self.db(table).prefix_iter_mut(wtxn, prefix)?;
+        while iter.next().transpose()?.is_some() {
+            // SAFETY: no reference into the database is kept across the deletion.
+            unsafe { iter.del_current()? };
+        }
+        Ok(())
     }
 
     fn fail(&self, operation: &'static str, e: heed::Error) -> StoreError {
@@ -149,6 +217,9 @@ impl Backend for LmdbBackend {
             match op {
                 WriteOp::Put { table, key, value } => self.db(*table).put(&mut wtxn, key, value),
                 WriteOp::Delete { table, key } => self.db(*table).delete(&mut wtxn, key).map(drop),
+                WriteOp::DeletePrefix { table, prefix } => {
+                    self.delete_prefix(&mut wtxn, *table, prefix)
+                }
             }
             .map_err(|e| self.fail("write", e))?;
         }

@@ -34,6 +34,18 @@ impl Backend for MemoryBackend {
                     WriteOp::Delete { table, key } => {
                         tables.entry(*table).or_default().remove(key);
                     }
+                    WriteOp::DeletePrefix { table, prefix } => {
+                        let map = tables.entry(*table).or_default();
+                        let doomed: Vec<String> = map
+                            .range(prefix.clone()..)
+                            .map(|(k, _)| k)
+                            .take_while(|k| k.starts_with(prefix.as_str()))
+                            .cloned()
+                            .collect();
+                        for key in doomed {
+                            map.remove(&key);
+                        }
+                    }
                 }
             }
         });

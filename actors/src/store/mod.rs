@@ -15,7 +15,6 @@
 mod lmdb;
 mod memory;
 
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,10 +91,12 @@ pub enum Table {
     Events,
     /// Nodes, keyed by node name.
     Nodes,
+    /// Small facts about the store itself (format version, a worker's feed head and epoch).
+    Meta,
 }
 
 impl Table {
-    /// Every table.
+    /// Every table of records (`Meta` is apart: it also holds the format version).
     pub const ALL: [Table; 3] = [Table::Tasks, Table::Events, Table::Nodes];
 
     /// The table's name (the LMDB database name).
@@ -104,6 +105,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::Events => "events",
             Table::Nodes => "nodes",
+            Table::Meta => "meta",
         }
     }
 }
@@ -129,11 +131,17 @@ impl Record for crate::task::Task {
     }
 }
 
+/// Events are keyed `<task id>/<event id>`, so a task's events are removed with it (by prefix).
 impl Record for crate::task::TaskEvent {
     const TABLE: Table = Table::Events;
     fn key(&self) -> String {
-        self.id.to_string()
+        event_key(self.task.id, self.id)
     }
+}
+
+/// The key of event `event` of task `task`.
+pub fn event_key(task: crate::task::TaskId, event: uuid::Uuid) -> String {
+    format!("{task}/{event}")
 }
 
 impl Record for crate::node::Node {
@@ -155,6 +163,10 @@ pub(crate) enum WriteOp {
         table: Table,
         key: String,
     },
+    DeletePrefix {
+        table: Table,
+        prefix: String,
+    },
 }
 
 /// Where the bytes live: the same interface for memory and LMDB.
@@ -171,9 +183,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn wait_closed(&self) -> Box<dyn FnOnce() + Send>;
 }
 
-/// A write waiting for its commit, with the caller to answer.
+/// Writes waiting for their commit (all in the same one), with the caller to answer.
 struct PendingWrite {
-    op: WriteOp,
+    ops: Vec<WriteOp>,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -257,7 +269,12 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|w| (w.op, w.reply)).unzip();
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for write in batch.drain(..) {
+            ops.extend(write.ops);
+            replies.push(write.reply);
+        }
         let result = backend.apply(&ops);
         commits.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
@@ -279,11 +296,11 @@ impl Actor for Store {
 }
 
 impl Store {
-    /// Queues `op` for the next commit (now, so writes keep the order they arrived in) and
-    /// returns a future that waits for that commit.
-    fn write(&self, op: WriteOp) -> ResponseFuture<Result<(), StoreError>> {
+    /// Queues `ops` for the next commit, all in that one (now, so writes keep the order they
+    /// arrived in), and returns a future that waits for that commit.
+    fn write(&self, ops: Vec<WriteOp>) -> ResponseFuture<Result<(), StoreError>> {
         let (reply, done) = oneshot::channel();
-        let queued = self.writes.send(PendingWrite { op, reply }).is_ok();
+        let queued = self.writes.send(PendingWrite { ops, reply }).is_ok();
         Box::pin(async move {
             if !queued {
                 return Err(StoreError::Closed);
@@ -310,191 +327,9 @@ impl Store {
     }
 }
 
-fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        table: R::TABLE,
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
-}
+mod messages;
 
-/// Stores a record, replacing any with the same key. Answered once the write is committed.
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct Put<R: Record>(pub R);
-
-/// Handler for [`Put`].
-impl<R: Record> Handler<Put<R>> for Store {
-    type Result = ResponseFuture<Result<(), StoreError>>;
-
-    fn handle(&mut self, Put(record): Put<R>, _: &mut Context<Self>) -> Self::Result {
-        let op = match serde_json::to_vec(&record) {
-            Ok(value) => WriteOp::Put {
-                table: R::TABLE,
-                key: record.key(),
-                value,
-            },
-            Err(e) => {
-                let err = StoreError::Backend {
-                    operation: "encode",
-                    reason: e.to_string(),
-                };
-                return Box::pin(async move { Err(err) });
-            }
-        };
-        self.write(op)
-    }
-}
-
-/// Reads the record under a key.
-#[derive(Message)]
-#[rtype(result = "Result<Option<R>, StoreError>")]
-pub struct Get<R: Record> {
-    /// The key.
-    pub key: String,
-    _record: PhantomData<R>,
-}
-
-impl<R: Record> Get<R> {
-    /// Asks for the `R` stored under `key`.
-    pub fn new(key: impl ToString) -> Self {
-        Get {
-            key: key.to_string(),
-            _record: PhantomData,
-        }
-    }
-}
-
-/// Handler for [`Get`].
-impl<R: Record> Handler<Get<R>> for Store {
-    type Result = ResponseFuture<Result<Option<R>, StoreError>>;
-
-    fn handle(&mut self, msg: Get<R>, _: &mut Context<Self>) -> Self::Result {
-        self.read(move |backend| {
-            backend
-                .get(R::TABLE, &msg.key)?
-                .map(|bytes| decode(&msg.key, &bytes))
-                .transpose()
-        })
-    }
-}
-
-/// Reads every record of a type, in key order.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<R>, StoreError>")]
-pub struct List<R: Record>(PhantomData<R>);
-
-impl<R: Record> Default for List<R> {
-    fn default() -> Self {
-        List(PhantomData)
-    }
-}
-
-impl<R: Record> List<R> {
-    /// Asks for every `R`.
-    pub fn all() -> Self {
-        Self::default()
-    }
-}
-
-/// Handler for [`List`].
-impl<R: Record> Handler<List<R>> for Store {
-    type Result = ResponseFuture<Result<Vec<R>, StoreError>>;
-
-    fn handle(&mut self, _: List<R>, _: &mut Context<Self>) -> Self::Result {
-        self.read(|backend| {
-            backend
-                .list(R::TABLE)?
-                .into_iter()
-                .map(|(key, bytes)| decode(&key, &bytes))
-                .collect()
-        })
-    }
-}
-
-/// Counts the records of a type.
-#[derive(Message)]
-#[rtype(result = "Result<u64, StoreError>")]
-pub struct Count<R: Record>(PhantomData<R>);
-
-impl<R: Record> Count<R> {
-    /// Asks how many `R` there are.
-    pub fn all() -> Self {
-        Count(PhantomData)
-    }
-}
-
-/// Handler for [`Count`].
-impl<R: Record> Handler<Count<R>> for Store {
-    type Result = ResponseFuture<Result<u64, StoreError>>;
-
-    fn handle(&mut self, _: Count<R>, _: &mut Context<Self>) -> Self::Result {
-        self.read(|backend| backend.count(R::TABLE))
-    }
-}
-
-/// Removes the record under a key (nothing happens if there is none). Answered once committed.
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct Delete<R: Record> {
-    /// The key.
-    pub key: String,
-    _record: PhantomData<R>,
-}
-
-impl<R: Record> Delete<R> {
-    /// Asks to delete the `R` under `key`.
-    pub fn new(key: impl ToString) -> Self {
-        Delete {
-            key: key.to_string(),
-            _record: PhantomData,
-        }
-    }
-}
-
-/// Handler for [`Delete`].
-impl<R: Record> Handler<Delete<R>> for Store {
-    type Result = ResponseFuture<Result<(), StoreError>>;
-
-    fn handle(&mut self, msg: Delete<R>, _: &mut Context<Self>) -> Self::Result {
-        self.write(WriteOp::Delete {
-            table: R::TABLE,
-            key: msg.key,
-        })
-    }
-}
-
-/// Stops the store, answering once its files are closed (so the directory can be opened again).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Close;
-
-/// Handler for [`Close`].
-impl Handler<Close> for Store {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
-        let wait = self.backend.wait_closed();
-        ctx.stop();
-        Box::pin(async move {
-            let _ = tokio::task::spawn_blocking(wait).await;
-        })
-    }
-}
-
-/// How many commits the store has made since it opened (each may hold many writes).
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub struct CommitCount;
-
-/// Handler for [`CommitCount`].
-impl Handler<CommitCount> for Store {
-    type Result = u64;
-
-    fn handle(&mut self, _: CommitCount, _: &mut Context<Self>) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-}
+pub use messages::*;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 
 mod state;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +26,7 @@ pub type PortSpec = String;
 #[error("invalid task field `{field}`: {reason}")]
 pub struct InvalidTask {
     /// The JSON key of the field at fault.
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     /// What is wrong with it.
     pub reason: String,
 }
@@ -128,9 +129,10 @@ pub struct Task {
     /// A human name for the task. A request without one is named after its id.
     #[serde(default)]
     pub name: String,
-    /// Where the task is in its life.
+    /// Where the task is in its life. Private: it changes only through [`Task::transition`]
+    /// (and is set once, to Pending or Scheduled, when a manager or worker admits the task).
     #[serde(default)]
-    pub state: TaskState,
+    state: TaskState,
     /// The container image (`repo:tag`), used as is when present on the node, pulled otherwise.
     #[serde(default)]
     pub image: String,
@@ -183,6 +185,23 @@ pub struct Task {
     /// Why the task is in its state, in words ("container exited with code 3").
     #[serde(default)]
     pub reason: String,
+    /// Which placement of the task this is: the manager mints a new number each time it places
+    /// the task on a node (first start, or a move). A report or a container of an older placement
+    /// is stale: the manager ignores it and has that copy stopped. 0 for a task never placed by a
+    /// manager.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub placement: u64,
+    /// On a worker: the revision of the worker's last change to this task, the position of that
+    /// change in the worker's feed (see `worker::feed`). 0 elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
+    /// When the manager accepted the task; the order tasks are listed and placed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_time: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Reads a size in bytes: a number (the book's form) or a string with a unit (`"256Mi"`).
@@ -206,6 +225,26 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn book_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
     let t = Option::<DateTime<Utc>>::deserialize(d)?;
     Ok(t.filter(|t| t.timestamp() > DateTime::<Utc>::UNIX_EPOCH.timestamp() - 62_000_000_000))
+}
+
+impl InvalidTask {
+    /// Reads back the message of an `InvalidTask` (as a remote worker sends it), so that a
+    /// refusal by a remote node is the same error as one by a local node.
+    pub fn from_message(message: &str) -> InvalidTask {
+        let parsed = message
+            .strip_prefix("invalid task field `")
+            .and_then(|rest| rest.split_once("`: "));
+        match parsed {
+            Some((field, reason)) => InvalidTask {
+                field: field.to_string().into(),
+                reason: reason.to_string(),
+            },
+            None => InvalidTask {
+                field: "Task".into(),
+                reason: message.to_string(),
+            },
+        }
+    }
 }
 
 impl Task {
@@ -233,7 +272,40 @@ impl Task {
             node: None,
             exit_code: None,
             reason: String::new(),
+            placement: 0,
+            revision: 0,
+            submit_time: None,
         }
+    }
+
+    /// Where the task is in its life.
+    pub fn state(&self) -> TaskState {
+        self.state
+    }
+
+    /// Whether the task is over for good: Completed, or Failed with nothing left to retry. This
+    /// one predicate decides what counts as history (pruned after the retention), which names are
+    /// free again, and what a worker may forget. (Cube does not restart failed tasks yet, so every
+    /// Failed task counts as finished.)
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, TaskState::Completed | TaskState::Failed)
+    }
+
+    /// Starts the life of a task received by a manager or a worker: it enters `state` (Pending
+    /// on a manager, Scheduled on a worker) with `reason`, and whatever a request said about an
+    /// earlier life (container, ports, times, exit code, node, revision) is cleared. This is the
+    /// only place besides [`Task::transition`] that sets the state.
+    pub fn admit(mut self, state: TaskState, reason: impl Into<String>) -> Task {
+        self.state = state;
+        self.reason = reason.into();
+        self.container_id.clear();
+        self.host_ports.clear();
+        self.node = None;
+        self.exit_code = None;
+        self.start_time = None;
+        self.finish_time = None;
+        self.revision = 0;
+        self
     }
 
     /// Moves the task to `next` if the state machine allows it, recording `reason`.
@@ -269,7 +341,12 @@ impl Task {
 
     /// Fills in what a request may leave out (a name) and checks every field a node needs.
     pub fn normalize(&mut self) -> Result<(), InvalidTask> {
-        let invalid = |field, reason: String| Err(InvalidTask { field, reason });
+        let invalid = |field: &'static str, reason: String| {
+            Err(InvalidTask {
+                field: field.into(),
+                reason,
+            })
+        };
         if self.image.trim().is_empty() {
             return invalid(
                 "Image",
@@ -397,7 +474,7 @@ impl TaskEvent {
             TaskState::Pending | TaskState::Scheduled | TaskState::Running => Ok(Desired::Run),
             TaskState::Completed => Ok(Desired::Stop),
             TaskState::Failed => Err(InvalidTask {
-                field: "State",
+                field: "State".into(),
                 reason: "Failed is not a state one can ask for: use Running (2) to run a task or Completed (3) to stop it".into(),
             }),
         }

@@ -52,11 +52,6 @@ impl TaskState {
         )
     }
 
-    /// Whether the task has ended for good (nothing will run it again unless asked).
-    pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Completed)
-    }
-
     /// Whether a container may exist for a task in this state.
     pub fn is_active(self) -> bool {
         matches!(self, TaskState::Scheduled | TaskState::Running)

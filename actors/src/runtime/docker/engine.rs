@@ -1,10 +1,5 @@
-//! The Docker runtime actor.
-//!
-//! Architecture invariant: this is the only module that uses bollard.
-//!
-//! Containers are created with Cube's labels (task id, task name, worker), the task's memory and
-//! CPU limits, its environment and command, and its ports: fixed host ports where the task asks
-//! for them, free ones otherwise. Docker's own restart policy is always `no`: Cube decides.
+//! The engine calls behind the Docker runtime actor: connecting, images, creating, starting,
+//! inspecting, watching and removing containers, and importing the test image.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,51 +13,20 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
-use super::{
-    ContainerExited, ContainerInfo, ContainerStatus, Inspect, LABEL_MANAGED, LABEL_TASK_ID,
-    LABEL_TASK_NAME, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, RuntimeError, Start,
-    Stop, Watch, container_name,
+use crate::runtime::{
+    ContainerExited, ContainerInfo, ContainerStatus, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK_ID,
+    LABEL_TASK_NAME, LABEL_WORKER, RuntimeError, container_name,
 };
 use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
-/// Runs tasks as containers on the local Docker engine.
-pub struct DockerRuntime {
-    /// The engine client, connected (and its API version negotiated) on first use, so that a
-    /// worker starts even while the engine is down.
-    client: Arc<Mutex<Option<Docker>>>,
-    /// The worker these containers belong to (their `cube.worker` label).
-    worker: String,
-    /// The host address ports are published on.
-    publish_ip: String,
-    /// Who hears about containers that end on their own.
-    exits: Recipient<ContainerExited>,
-}
-
-impl DockerRuntime {
-    /// A runtime for `worker`, reporting exits to `exits`, publishing ports on `publish_ip`.
-    pub fn new(worker: String, publish_ip: String, exits: Recipient<ContainerExited>) -> Self {
-        DockerRuntime {
-            client: Arc::new(Mutex::new(None)),
-            worker,
-            publish_ip,
-            exits,
-        }
-    }
-
-    fn client(&self) -> impl Future<Output = Result<Docker, RuntimeError>> + use<> {
-        connect(Arc::clone(&self.client))
-    }
-}
-
 /// Returns the shared client, connecting and negotiating the API version if not done yet.
-async fn connect(slot: Arc<Mutex<Option<Docker>>>) -> Result<Docker, RuntimeError> {
+pub(super) async fn connect(slot: Arc<Mutex<Option<Docker>>>) -> Result<Docker, RuntimeError> {
     let mut slot = slot.lock().await;
     if let Some(docker) = slot.as_ref() {
         return Ok(docker.clone());
@@ -73,14 +37,14 @@ async fn connect(slot: Arc<Mutex<Option<Docker>>>) -> Result<Docker, RuntimeErro
     Ok(docker)
 }
 
-fn unavailable(e: DockerError) -> RuntimeError {
+pub(super) fn unavailable(e: DockerError) -> RuntimeError {
     RuntimeError::Unavailable {
         reason: e.to_string(),
     }
 }
 
 /// Maps an engine error: transport problems mean the engine is unreachable.
-fn failed(operation: &'static str, e: DockerError) -> RuntimeError {
+pub(super) fn failed(operation: &'static str, e: DockerError) -> RuntimeError {
     match e {
         DockerError::DockerResponseServerError { message, .. } => RuntimeError::Failed {
             operation,
@@ -94,16 +58,12 @@ fn failed(operation: &'static str, e: DockerError) -> RuntimeError {
     }
 }
 
-fn is_status(e: &DockerError, status: u16) -> bool {
+pub(super) fn is_status(e: &DockerError, status: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 
-impl Actor for DockerRuntime {
-    type Context = Context<Self>;
-}
-
 /// Makes sure `image` is on the engine, pulling it if not.
-async fn ensure_image(docker: &Docker, image: &str) -> Result<(), RuntimeError> {
+pub(super) async fn ensure_image(docker: &Docker, image: &str) -> Result<(), RuntimeError> {
     match docker.inspect_image(image).await {
         Ok(_) => return Ok(()),
         Err(e) if is_status(&e, 404) => {}
@@ -129,10 +89,11 @@ async fn ensure_image(docker: &Docker, image: &str) -> Result<(), RuntimeError> 
     Ok(())
 }
 
-fn create_body(task: &Task, worker: &str, publish_ip: &str) -> ContainerCreateBody {
+pub(super) fn create_body(task: &Task, worker: &str, publish_ip: &str) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_TASK_ID.to_string(), task.id.to_string()),
+        (LABEL_PLACEMENT.to_string(), task.placement.to_string()),
         (LABEL_TASK_NAME.to_string(), task.name.clone()),
         (LABEL_WORKER.to_string(), worker.to_string()),
     ]);
@@ -174,7 +135,7 @@ fn create_body(task: &Task, worker: &str, publish_ip: &str) -> ContainerCreateBo
     }
 }
 
-async fn start(
+pub(super) async fn start(
     docker: Docker,
     task: Task,
     worker: String,
@@ -197,7 +158,7 @@ async fn start(
 }
 
 /// Removes a container by force, ignoring "no such container".
-async fn remove_quietly(docker: &Docker, id: &str) {
+pub(super) async fn remove_quietly(docker: &Docker, id: &str) {
     if let Err(e) = remove(docker, id).await {
         log::warn!("removing container {id}: {e}");
     }
@@ -205,7 +166,7 @@ async fn remove_quietly(docker: &Docker, id: &str) {
 
 /// Removes a container by force with its anonymous volumes; one already gone (404) or being
 /// removed (409) is not an error.
-async fn remove(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
+pub(super) async fn remove(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
@@ -217,13 +178,13 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
     }
 }
 
-fn parse_time(t: Option<String>) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time(t: Option<String>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc))
         .filter(|t| t.timestamp() > 0)
 }
 
-async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, RuntimeError> {
+pub(super) async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, RuntimeError> {
     let info = match docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await
@@ -285,7 +246,12 @@ async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, RuntimeErro
 }
 
 /// Waits for the container to stop running, then reports how it ended.
-async fn watch(docker: Docker, task_id: TaskId, id: String, exits: Recipient<ContainerExited>) {
+pub(super) async fn watch(
+    docker: Docker,
+    task_id: TaskId,
+    id: String,
+    exits: Recipient<ContainerExited>,
+) {
     let options = WaitContainerOptionsBuilder::default()
         .condition("not-running")
         .build();
@@ -312,155 +278,6 @@ async fn watch(docker: Docker, task_id: TaskId, id: String, exits: Recipient<Con
         container_id: id,
         status,
     });
-}
-
-/// Handler for [`Start`]: pull if needed, create, start, watch.
-impl Handler<Start> for DockerRuntime {
-    type Result = ResponseFuture<Result<ContainerInfo, RuntimeError>>;
-
-    fn handle(&mut self, msg: Start, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client();
-        let (worker, publish_ip, exits) = (
-            self.worker.clone(),
-            self.publish_ip.clone(),
-            self.exits.clone(),
-        );
-        Box::pin(async move {
-            let docker = client.await?;
-            let task_id = msg.task.id;
-            let info = start(docker.clone(), msg.task, worker, publish_ip).await?;
-            actix::spawn(watch(docker, task_id, info.id.clone(), exits));
-            Ok(info)
-        })
-    }
-}
-
-/// Handler for [`Ping`].
-impl Handler<Ping> for DockerRuntime {
-    type Result = ResponseFuture<Result<(), RuntimeError>>;
-
-    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client();
-        Box::pin(async move {
-            client.await?.ping().await.map_err(unavailable)?;
-            Ok(())
-        })
-    }
-}
-
-/// Handler for [`Watch`].
-impl Handler<Watch> for DockerRuntime {
-    type Result = ();
-
-    fn handle(&mut self, msg: Watch, _: &mut Context<Self>) {
-        let client = self.client();
-        let exits = self.exits.clone();
-        actix::spawn(async move {
-            match client.await {
-                Ok(docker) => watch(docker, msg.task_id, msg.container_id, exits).await,
-                Err(e) => log::warn!("cannot watch container {}: {e}", msg.container_id),
-            }
-        });
-    }
-}
-
-/// Handler for [`Stop`]: SIGTERM, SIGKILL after the timeout, then remove.
-impl Handler<Stop> for DockerRuntime {
-    type Result = ResponseFuture<Result<(), RuntimeError>>;
-
-    fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client();
-        Box::pin(async move {
-            let docker = client.await?;
-            let seconds = i32::try_from(msg.timeout.as_secs()).unwrap_or(i32::MAX);
-            let options = StopContainerOptionsBuilder::default().t(seconds).build();
-            match docker
-                .stop_container(&msg.container_id, Some(options))
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if is_status(&e, 404) => return Ok(()),
-                Err(e) => return Err(failed("stop container", e)),
-            }
-            remove(&docker, &msg.container_id).await
-        })
-    }
-}
-
-/// Handler for [`Inspect`].
-impl Handler<Inspect> for DockerRuntime {
-    type Result = ResponseFuture<Result<ContainerInfo, RuntimeError>>;
-
-    fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client();
-        Box::pin(async move { inspect(&client.await?, &msg.container_id).await })
-    }
-}
-
-/// Handler for [`Logs`].
-impl Handler<Logs> for DockerRuntime {
-    type Result = ResponseFuture<Result<String, RuntimeError>>;
-
-    fn handle(&mut self, msg: Logs, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client();
-        Box::pin(async move {
-            let docker = client.await?;
-            let mut options = LogsOptionsBuilder::default()
-                .stdout(true)
-                .stderr(true)
-                .timestamps(msg.query.timestamps)
-                .tail(&msg.query.tail.to_string());
-            if let Some(since) = msg.query.since {
-                options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
-            }
-            let options = options.build();
-            let mut stream = docker.logs(&msg.container_id, Some(options));
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                text.push_str(&chunk.map_err(|e| failed("read logs", e))?.to_string());
-            }
-            Ok(text)
-        })
-    }
-}
-
-/// Handler for [`ListManaged`]: containers labelled with this worker's name.
-impl Handler<ListManaged> for DockerRuntime {
-    type Result = ResponseFuture<Result<Vec<ManagedContainer>, RuntimeError>>;
-
-    fn handle(&mut self, _: ListManaged, _: &mut Context<Self>) -> Self::Result {
-        let client = self.client();
-        let worker = self.worker.clone();
-        Box::pin(async move {
-            let docker = client.await?;
-            let filters = HashMap::from([(
-                "label",
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_WORKER}={worker}"),
-                ],
-            )]);
-            let options = ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build();
-            let containers = docker
-                .list_containers(Some(options))
-                .await
-                .map_err(|e| failed("list containers", e))?;
-            Ok(containers
-                .into_iter()
-                .filter_map(|c| {
-                    let task_id = c.labels.as_ref()?.get(LABEL_TASK_ID)?.parse().ok();
-                    Some(ManagedContainer {
-                        id: c.id?,
-                        task_id,
-                        running: c.state.map(|s| s.to_string()) == Some("running".into()),
-                    })
-                })
-                .collect())
-        })
-    }
 }
 
 /// A root filesystem holding only the static `binary` as `/echo` (and an empty `/tmp`), as a tar.

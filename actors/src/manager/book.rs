@@ -1,0 +1,601 @@
+//! The task book: every task the manager knows, as plain data. No actix, no I/O.
+//!
+//! Every change to a task is made here, and each returns one [`Change`] describing it (task,
+//! from, to, placement, attempt, reason, and the task as it is after). That value is the one
+//! thing the manager persists, counts and (later) publishes; [`TaskBook::apply`] applies it
+//! deterministically, so that a replicated log could carry changes to other managers.
+//!
+//! Readers see only durable versions: a change is applied to the working copy at once (so the
+//! next decision sees it), and shown to readers once the actor reports it written
+//! ([`TaskBook::written`]).
+//!
+//! Indexes keep every question the manager asks often proportional to its answer, not to the
+//! history: tasks by state, by node and by name, in arrival order; finished tasks by finish time
+//! (for pruning); and the names of the tasks that are not finished (unique among them).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::Backoff;
+use crate::task::{Task, TaskId, TaskState};
+use crate::unwritten::Unwritten;
+
+/// One change of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Change {
+    /// The task.
+    pub task: TaskId,
+    /// Its state before (`None`: the task is new).
+    pub from: Option<TaskState>,
+    /// Its state after (`None`: the task was removed).
+    pub to: Option<TaskState>,
+    /// Its placement after the change.
+    pub placement: u64,
+    /// Its restart count after the change.
+    pub attempt: u32,
+    /// Why, in words.
+    pub reason: String,
+    /// The task as it is after the change; `None` when it was removed.
+    pub after: Option<Task>,
+}
+
+/// Why the book refused a change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BookError {
+    /// No such task.
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// A task with this ID exists and is not finished: the submission is a repeat.
+    #[error("task {} exists", .0.id)]
+    Exists(Box<Task>),
+    /// The request does not fit the task's state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How long finished tasks are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// At most this many finished tasks are kept (the oldest go first).
+    pub max_finished: usize,
+    /// A finished task is kept at most this long after it finished.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_finished: 1000,
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What a node reported about a task means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Merge {
+    /// The manager has no such task (given to the worker directly, or pruned).
+    Unknown,
+    /// The node's copy is not the task's current placement (older, elsewhere, or stopped while
+    /// its delivery was under way): it must not run.
+    Stale {
+        /// The placement of the node's copy.
+        placement: u64,
+    },
+    /// Nothing new.
+    Same,
+    /// The report changed the task.
+    Changed(Change),
+}
+
+/// Which tasks a listing wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks placed on this node.
+    pub node: Option<String>,
+    /// Only tasks of this name.
+    pub name: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
+    /// Only tasks after this cursor (from an earlier page).
+    pub after: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    /// The tasks, in arrival order.
+    pub tasks: Vec<Task>,
+    /// The cursor of the next page, if there may be more.
+    pub next: Option<String>,
+}
+
+/// Where a task sits in arrival order: its submit time, then its ID.
+type Order = (i64, TaskId);
+
+fn order(task: &Task) -> Order {
+    let at = task.submit_time.and_then(|t| t.timestamp_nanos_opt());
+    (at.unwrap_or(0), task.id)
+}
+
+fn finished_order(task: &Task) -> Order {
+    let at = task.finish_time.and_then(|t| t.timestamp_nanos_opt());
+    (at.unwrap_or(0), task.id)
+}
+
+/// Reads a listing cursor (`<nanos>.<task id>`).
+fn parse_cursor(cursor: &str) -> Option<Order> {
+    let (at, id) = cursor.split_once('.')?;
+    Some((at.parse().ok()?, id.parse().ok()?))
+}
+
+/// The task book.
+#[derive(Debug, Default)]
+pub struct TaskBook {
+    /// Every task, as last changed.
+    tasks: HashMap<TaskId, Task>,
+    /// Every task in arrival order.
+    all: BTreeSet<Order>,
+    /// Tasks by state, in arrival order.
+    by_state: HashMap<TaskState, BTreeSet<Order>>,
+    /// Tasks by node, in arrival order.
+    by_node: HashMap<String, BTreeSet<Order>>,
+    /// Tasks by name, in arrival order.
+    by_name: HashMap<String, BTreeSet<Order>>,
+    /// Finished tasks by finish time.
+    finished: BTreeSet<Order>,
+    /// The names of the tasks that are not finished.
+    active_names: HashMap<String, TaskId>,
+    /// The durable version of tasks whose writes are in flight.
+    unwritten: Unwritten<TaskId, Task>,
+    /// Tasks whose placement or delivery is under way.
+    in_flight: HashSet<TaskId>,
+    /// Tasks a node failed to take: not placed again before the instant.
+    backoff: HashMap<TaskId, (Instant, Backoff)>,
+}
+
+/// The first wait before placing again a task that a node failed to take.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait between placement attempts of a task that nodes keep failing to take.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl TaskBook {
+    /// A book holding `tasks`, all durable (as loaded from the store).
+    pub fn load(tasks: impl IntoIterator<Item = Task>) -> TaskBook {
+        let mut book = TaskBook::default();
+        for task in tasks {
+            book.index(&task);
+            book.tasks.insert(task.id, task);
+        }
+        book
+    }
+
+    /// Applies a change: the task becomes `change.after`, or is removed. Deterministic: the same
+    /// changes applied in the same order give the same book.
+    pub fn apply(&mut self, change: &Change) {
+        if let Some(old) = self.tasks.remove(&change.task) {
+            self.unindex(&old);
+        }
+        if let Some(task) = &change.after {
+            self.index(task);
+            self.tasks.insert(task.id, task.clone());
+        }
+    }
+
+    /// The change from the task as it is now to `after` (`None`: removed), applied to the
+    /// working copy and held from readers until [`TaskBook::written`].
+    fn propose(&mut self, id: TaskId, after: Option<Task>) -> Change {
+        let before = self.tasks.get(&id);
+        self.unwritten.begin(&id, before);
+        let change = Change {
+            task: id,
+            from: before.map(Task::state),
+            to: after.as_ref().map(Task::state),
+            placement: after.as_ref().or(before).map_or(0, |t| t.placement),
+            attempt: after.as_ref().or(before).map_or(0, |t| t.restart_count),
+            reason: after
+                .as_ref()
+                .map_or_else(String::new, |t| t.reason.clone()),
+            after,
+        };
+        self.apply(&change);
+        change
+    }
+
+    /// `change` is durable: readers may see it.
+    pub fn written(&mut self, change: &Change) {
+        self.unwritten.done(&change.task, change.after.clone());
+    }
+
+    /// An admission whose write failed: the task is gone again, as if never submitted.
+    pub fn undo_admission(&mut self, change: &Change) {
+        if let Some(old) = self.tasks.remove(&change.task) {
+            self.unindex(&old);
+        }
+        self.unwritten.done(&change.task, None);
+    }
+
+    fn index(&mut self, task: &Task) {
+        let key = order(task);
+        self.all.insert(key);
+        self.by_state.entry(task.state()).or_default().insert(key);
+        if let Some(node) = &task.node {
+            self.by_node.entry(node.clone()).or_default().insert(key);
+        }
+        self.by_name
+            .entry(task.name.clone())
+            .or_default()
+            .insert(key);
+        if task.is_finished() {
+            self.finished.insert(finished_order(task));
+        } else {
+            self.active_names.insert(task.name.clone(), task.id);
+        }
+    }
+
+    fn unindex(&mut self, task: &Task) {
+        let key = order(task);
+        self.all.remove(&key);
+        remove_from(&mut self.by_state, &task.state(), &key);
+        if let Some(node) = &task.node {
+            remove_from(&mut self.by_node, node, &key);
+        }
+        remove_from(&mut self.by_name, &task.name, &key);
+        if task.is_finished() {
+            self.finished.remove(&finished_order(task));
+        } else if self.active_names.get(&task.name) == Some(&task.id) {
+            self.active_names.remove(&task.name);
+        }
+    }
+
+    /// The task as readers may see it.
+    pub fn get(&self, id: &TaskId) -> Option<&Task> {
+        self.unwritten.visible(id, self.tasks.get(id))
+    }
+
+    /// The working copy of a task (with changes not yet durable): for decisions, not for readers.
+    pub fn working(&self, id: &TaskId) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// How many tasks the book holds.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the book holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// How many finished tasks the book holds.
+    pub fn finished_count(&self) -> usize {
+        self.finished.len()
+    }
+
+    /// Every task that may have a container (Scheduled or Running).
+    pub fn active(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().filter(|t| t.state().is_active())
+    }
+
+    /// Admits a submitted task as Pending at `now`. A task whose ID exists and is not finished
+    /// is a repeat ([`BookError::Exists`]); a finished one, or a name a task that is not
+    /// finished has, is a conflict.
+    pub fn admit(&mut self, task: Task, now: DateTime<Utc>) -> Result<Change, BookError> {
+        if let Some(existing) = self.tasks.get(&task.id) {
+            if existing.is_finished() {
+                return Err(BookError::Conflict(format!(
+                    "task {} is {}; submit it under a new ID to run it again",
+                    task.id,
+                    existing.state()
+                )));
+            }
+            return match self.get(&task.id) {
+                Some(visible) => Err(BookError::Exists(Box::new(visible.clone()))),
+                None => Err(BookError::Conflict(format!(
+                    "task {} is being submitted already",
+                    task.id
+                ))),
+            };
+        }
+        if let Some(other) = self.active_names.get(&task.name) {
+            return Err(BookError::Conflict(format!(
+                "the name `{}` is taken by task {other}, which is not finished; choose another name or stop that task",
+                task.name
+            )));
+        }
+        let mut task = task.admit(TaskState::Pending, "waiting for a node");
+        task.submit_time = Some(now);
+        task.placement = 0;
+        Ok(self.propose(task.id, Some(task)))
+    }
+
+    /// Moves a Pending task to a changed copy through the state machine, if allowed.
+    fn change(
+        &mut self,
+        id: TaskId,
+        edit: impl FnOnce(&mut Task) -> Result<(), crate::task::InvalidTransition>,
+    ) -> Option<Change> {
+        let mut task = self.tasks.get(&id)?.clone();
+        edit(&mut task).ok()?;
+        (self.tasks.get(&id) != Some(&task)).then(|| self.propose(id, Some(task)))
+    }
+
+    /// Places a Pending task on `node`, minting its next placement number.
+    pub fn place(&mut self, id: TaskId, node: &str) -> Option<Change> {
+        self.change(id, |task| {
+            task.transition(TaskState::Scheduled, format!("placed on node {node}"))?;
+            task.node = Some(node.to_string());
+            task.placement += 1;
+            Ok(())
+        })
+    }
+
+    /// Puts a Scheduled task back to Pending (its node did not take it).
+    pub fn unplace(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        self.change(id, |task| {
+            if task.state() != TaskState::Scheduled {
+                return Err(not_from(task, TaskState::Pending));
+            }
+            task.transition(TaskState::Pending, reason)?;
+            task.node = None;
+            Ok(())
+        })
+    }
+
+    /// Leaves a Pending task Pending with a new reason (a change only if the reason is new).
+    pub fn keep_pending(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        self.change(id, |task| {
+            if task.state() != TaskState::Pending {
+                return Err(not_from(task, TaskState::Pending));
+            }
+            task.reason = reason;
+            Ok(())
+        })
+    }
+
+    /// Fails a task (a node found it invalid).
+    pub fn fail(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        self.change(id, |task| {
+            task.transition(TaskState::Failed, reason)?;
+            task.host_ports.clear();
+            Ok(())
+        })
+    }
+
+    /// Records a user's stop: Completed, with what the node reported of the container's end.
+    pub fn stopped(&mut self, id: TaskId, reported: Option<&Task>) -> Result<Change, BookError> {
+        let mut task = self
+            .tasks
+            .get(&id)
+            .cloned()
+            .ok_or(BookError::NotFound(id))?;
+        if !task.is_finished() {
+            task.transition(TaskState::Completed, "stopped by user")
+                .map_err(|e| BookError::Conflict(e.to_string()))?;
+        }
+        if let Some(reported) = reported {
+            task.container_id = reported.container_id.clone();
+            task.finish_time = reported.finish_time.or(task.finish_time);
+            task.exit_code = reported.exit_code;
+        }
+        task.host_ports.clear();
+        Ok(self.propose(id, Some(task)))
+    }
+
+    /// Takes what `node` reports about a task into the book, through the state machine: a
+    /// report the table does not allow (a stale one) changes nothing.
+    pub fn merge(&mut self, node: &str, reported: &Task) -> Merge {
+        let Some(ours) = self.tasks.get(&reported.id) else {
+            return Merge::Unknown;
+        };
+        let here = ours.node.as_deref() == Some(node);
+        let stopped = ours.state() == TaskState::Completed && reported.state().is_active();
+        if !here || reported.placement < ours.placement || stopped {
+            return Merge::Stale {
+                placement: reported.placement,
+            };
+        }
+        if reported.placement > ours.placement {
+            // A copy the manager does not know of yet (cannot happen unless the store lost a
+            // placement): take no risk, treat it as stale.
+            return Merge::Stale {
+                placement: reported.placement,
+            };
+        }
+        let mut task = ours.clone();
+        if task.state() != reported.state()
+            && task
+                .transition(reported.state(), reported.reason.clone())
+                .is_err()
+        {
+            return Merge::Same;
+        }
+        task.container_id = reported.container_id.clone();
+        task.host_ports = reported.host_ports.clone();
+        task.start_time = reported.start_time.or(task.start_time);
+        task.finish_time = reported.finish_time.or(task.finish_time);
+        task.exit_code = reported.exit_code;
+        task.restart_count = reported.restart_count;
+        task.reason = reported.reason.clone();
+        if &task == ours {
+            return Merge::Same;
+        }
+        Merge::Changed(self.propose(task.id, Some(task)))
+    }
+
+    /// Removes a finished task (a purge or a prune).
+    pub fn remove(&mut self, id: TaskId) -> Result<Change, BookError> {
+        let task = self.tasks.get(&id).ok_or(BookError::NotFound(id))?;
+        if !task.is_finished() {
+            return Err(BookError::Conflict(format!(
+                "task {id} is {}; only a finished task (Completed, or Failed) can be removed: stop it first",
+                task.state()
+            )));
+        }
+        Ok(self.propose(id, None))
+    }
+
+    /// The finished tasks the retention does not keep at `now`: beyond the count (oldest first)
+    /// and older than the age.
+    pub fn prunable(&self, now: DateTime<Utc>, retention: Retention) -> Vec<TaskId> {
+        let excess = self.finished.len().saturating_sub(retention.max_finished);
+        let cutoff = chrono::Duration::from_std(retention.max_age)
+            .ok()
+            .and_then(|age| (now - age).timestamp_nanos_opt())
+            .unwrap_or(i64::MIN);
+        self.finished
+            .iter()
+            .enumerate()
+            .take_while(|(i, (at, _))| *i < excess || *at < cutoff)
+            .map(|(_, (_, id))| *id)
+            .filter(|id| !self.unwritten.is_writing(id))
+            .collect()
+    }
+
+    /// Pending tasks that may be placed at `now` (not under way, not backing off), oldest first.
+    pub fn pending_ready(&self, now: Instant) -> Vec<TaskId> {
+        let Some(pending) = self.by_state.get(&TaskState::Pending) else {
+            return Vec::new();
+        };
+        pending
+            .iter()
+            .map(|(_, id)| *id)
+            .filter(|id| !self.in_flight.contains(id))
+            .filter(|id| self.backoff.get(id).is_none_or(|(at, _)| now >= *at))
+            .collect()
+    }
+
+    /// Tasks Scheduled on `node` whose delivery is not under way.
+    pub fn scheduled_on(&self, node: &str) -> Vec<Task> {
+        let Some(on_node) = self.by_node.get(node) else {
+            return Vec::new();
+        };
+        on_node
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter(|t| t.state() == TaskState::Scheduled && !self.in_flight.contains(&t.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Marks a task's placement or delivery as under way (`true`) or over.
+    pub fn set_in_flight(&mut self, id: TaskId, in_flight: bool) {
+        if in_flight {
+            self.in_flight.insert(id);
+        } else {
+            self.in_flight.remove(&id);
+        }
+    }
+
+    /// Whether a task's placement or delivery is under way.
+    pub fn is_in_flight(&self, id: &TaskId) -> bool {
+        self.in_flight.contains(id)
+    }
+
+    /// A node failed to take the task: it is not placed again before the returned wait.
+    pub fn back_off(&mut self, id: TaskId, now: Instant) -> Duration {
+        let (at, backoff) = self
+            .backoff
+            .entry(id)
+            .or_insert_with(|| (now, Backoff::new(FIRST_BACKOFF, MAX_BACKOFF)));
+        let wait = backoff.next_wait();
+        *at = now + wait;
+        wait
+    }
+
+    /// The task was delivered (or stopped): no back-off any more.
+    pub fn clear_backoff(&mut self, id: &TaskId) {
+        self.backoff.remove(id);
+    }
+
+    /// Capacity may have appeared (a node joined or came back): every task may try again now.
+    pub fn clear_backoffs(&mut self) {
+        self.backoff.clear();
+    }
+
+    /// A page of tasks matching `filter`, in arrival order. The work is proportional to the
+    /// smallest index that applies, not to the whole history.
+    pub fn query(&self, filter: &TaskFilter) -> Result<TaskPage, String> {
+        let after = match &filter.after {
+            Some(c) => Some(parse_cursor(c).ok_or_else(|| format!("`{c}` is not a cursor"))?),
+            None => None,
+        };
+        let empty = BTreeSet::new();
+        let mut candidates = vec![&self.all];
+        if let Some(state) = filter.state {
+            candidates.push(self.by_state.get(&state).unwrap_or(&empty));
+        }
+        if let Some(node) = &filter.node {
+            candidates.push(self.by_node.get(node).unwrap_or(&empty));
+        }
+        if let Some(name) = &filter.name {
+            candidates.push(self.by_name.get(name).unwrap_or(&empty));
+        }
+        let smallest = candidates
+            .into_iter()
+            .min_by_key(|c| c.len())
+            .unwrap_or(&empty);
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let range = match after {
+            Some(after) => {
+                smallest.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            }
+            None => smallest.range(..),
+        };
+        let mut tasks = Vec::new();
+        let mut last = None;
+        for key in range {
+            if tasks.len() == limit {
+                return Ok(TaskPage {
+                    tasks,
+                    next: last.map(|(at, id): Order| format!("{at}.{id}")),
+                });
+            }
+            let Some(task) = self.get(&key.1) else {
+                continue;
+            };
+            let matches = filter.state.is_none_or(|s| task.state() == s)
+                && filter
+                    .node
+                    .as_ref()
+                    .is_none_or(|n| task.node.as_ref() == Some(n))
+                && filter.name.as_ref().is_none_or(|n| &task.name == n);
+            if matches {
+                tasks.push(task.clone());
+                last = Some(*key);
+            }
+        }
+        Ok(TaskPage { tasks, next: None })
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, BTreeSet<Order>>,
+    key: &K,
+    order: &Order,
+) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(order);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn not_from(task: &Task, to: TaskState) -> crate::task::InvalidTransition {
+    crate::task::InvalidTransition {
+        task: task.id,
+        from: task.state(),
+        to,
+    }
+}
+
+#[cfg(test)]
+mod tests;

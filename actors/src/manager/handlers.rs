@@ -1,0 +1,401 @@
+//! The manager's messages (what the HTTP API asks) and their handlers.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures_util::future::Either;
+use futures_util::future::join_all;
+
+use super::book::{BookError, TaskFilter, TaskPage};
+use super::{Manager, ManagerError};
+use crate::node::{LOCAL_ADDRESS, Node, NodeReport};
+use crate::remote_worker::{RemoteWorker, WorkerHandle, http_base};
+use crate::resources::Resources;
+use crate::runtime::LogQuery;
+use crate::scheduler::actor::{Release, Snapshot};
+use crate::task::{Desired, Task, TaskEvent, TaskId};
+use crate::worker::{GetNodeInfo, PROTOCOL_VERSION, StopTask, TaskLogs, Worker, WorkerError};
+
+/// Accepts a task event: run a new task (stored Pending before the answer, then placed at once)
+/// or stop one (`State: Completed`).
+#[derive(Message)]
+#[rtype(result = "Result<Task, ManagerError>")]
+pub struct Submit(pub TaskEvent);
+
+/// Handler for [`Submit`].
+impl Handler<Submit> for Manager {
+    type Result = ResponseActFuture<Self, Result<Task, ManagerError>>;
+
+    fn handle(&mut self, Submit(event): Submit, _: &mut Context<Self>) -> Self::Result {
+        let desired = match event.desired() {
+            Ok(d) => d,
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        };
+        if desired == Desired::Stop {
+            return self.stop(event.task.id);
+        }
+        let mut task = event.task.clone();
+        if let Err(e) = task.normalize() {
+            return Box::pin(fut::ready(Err(e.into())));
+        }
+        let change = match self.book.admit(task, Utc::now()) {
+            Ok(change) => change,
+            // The same submission again: the task as it is.
+            Err(BookError::Exists(task)) => return Box::pin(fut::ready(Ok(*task))),
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        };
+        let id = change.task;
+        Box::pin(
+            self.commit_admission(event, change)
+                .map(move |res, act, ctx| {
+                    if res.is_ok() {
+                        act.place(id, ctx);
+                    }
+                    res
+                }),
+        )
+    }
+}
+
+impl Manager {
+    /// Stops a task, on its node if it has one. Stopping a finished task returns it unchanged.
+    fn stop(&mut self, id: TaskId) -> ResponseActFuture<Self, Result<Task, ManagerError>> {
+        let Some(task) = self.book.working(&id).cloned() else {
+            return Box::pin(fut::ready(Err(ManagerError::NotFound(id))));
+        };
+        if task.is_finished() {
+            let visible = self
+                .book
+                .get(&id)
+                .cloned()
+                .ok_or(ManagerError::NotFound(id));
+            return Box::pin(fut::ready(visible));
+        }
+        self.book.clear_backoff(&id);
+        let node = task.node.clone();
+        let handle = node.as_ref().and_then(|n| self.handles.get(n)).cloned();
+        let stop = StopTask {
+            id,
+            placement: Some(task.placement),
+        };
+        let remote_stop = async move {
+            match (task.state().is_active(), handle) {
+                (true, Some(handle)) => match handle.send(stop).await {
+                    Ok(reported) => Ok(Some(reported)),
+                    // The node never got it (or forgot it): nothing runs there.
+                    Err(WorkerError::NotFound(_)) => Ok(None),
+                    Err(error) => Err(ManagerError::Worker {
+                        node: node.unwrap_or_default(),
+                        error,
+                    }),
+                },
+                _ => Ok(None),
+            }
+        };
+        Box::pin(remote_stop.into_actor(self).then(move |res, act, _| {
+            let change = res.and_then(|reported| Ok(act.book.stopped(id, reported.as_ref())?));
+            match change {
+                Ok(change) => {
+                    act.scheduler.do_send(Release(id));
+                    let task = change.after.clone().expect("a stop keeps the task");
+                    Either::Left(act.commit(change).map(move |res, _, _| res.map(|()| task)))
+                }
+                Err(e) => Either::Right(fut::ready(Err(e))),
+            }
+        }))
+    }
+}
+
+/// Stops a task. Stopping a finished task returns it unchanged.
+#[derive(Message)]
+#[rtype(result = "Result<Task, ManagerError>")]
+pub struct Stop(pub TaskId);
+
+/// Handler for [`Stop`].
+impl Handler<Stop> for Manager {
+    type Result = ResponseActFuture<Self, Result<Task, ManagerError>>;
+
+    fn handle(&mut self, Stop(id): Stop, _: &mut Context<Self>) -> Self::Result {
+        self.stop(id)
+    }
+}
+
+/// Removes a finished task, with its events, here and on its node (`DELETE /tasks/{id}?purge`).
+#[derive(Message)]
+#[rtype(result = "Result<Task, ManagerError>")]
+pub struct Purge(pub TaskId);
+
+/// Handler for [`Purge`].
+impl Handler<Purge> for Manager {
+    type Result = ResponseFuture<Result<Task, ManagerError>>;
+
+    fn handle(&mut self, Purge(id): Purge, ctx: &mut Context<Self>) -> Self::Result {
+        let task = match self.book.working(&id) {
+            None => return Box::pin(async move { Err(ManagerError::NotFound(id)) }),
+            Some(task) if !task.is_finished() => {
+                let e = BookError::Conflict(format!(
+                    "task {id} is {}; only a finished task (Completed, or Failed) can be removed: stop it first",
+                    task.state()
+                ));
+                return Box::pin(async move { Err(e.into()) });
+            }
+            Some(task) => task.clone(),
+        };
+        let written = self.purge(id, ctx);
+        Box::pin(async move {
+            let removed = match written {
+                Some(written) => written.await == Ok(true),
+                None => false,
+            };
+            if removed {
+                Ok(task)
+            } else {
+                Err(ManagerError::Conflict(format!(
+                    "task {id} could not be removed"
+                )))
+            }
+        })
+    }
+}
+
+/// Removes every finished task now, whatever the retention; answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ManagerError>")]
+pub struct Prune;
+
+/// Handler for [`Prune`].
+impl Handler<Prune> for Manager {
+    type Result = ResponseFuture<Result<usize, ManagerError>>;
+
+    fn handle(&mut self, _: Prune, ctx: &mut Context<Self>) -> Self::Result {
+        let filter = |state| TaskFilter {
+            state: Some(state),
+            ..TaskFilter::default()
+        };
+        let mut ids = Vec::new();
+        for state in [
+            crate::task::TaskState::Completed,
+            crate::task::TaskState::Failed,
+        ] {
+            let page = self
+                .book
+                .query(&filter(state))
+                .unwrap_or_else(|_| TaskPage {
+                    tasks: Vec::new(),
+                    next: None,
+                });
+            ids.extend(
+                page.tasks
+                    .into_iter()
+                    .filter(Task::is_finished)
+                    .map(|t| t.id),
+            );
+        }
+        let writes: Vec<_> = ids
+            .into_iter()
+            .filter_map(|id| self.purge(id, ctx))
+            .collect();
+        Box::pin(async move {
+            let done = join_all(writes).await;
+            Ok(done.into_iter().filter(|r| *r == Ok(true)).count())
+        })
+    }
+}
+
+/// A page of tasks, filtered, in arrival order.
+#[derive(Message)]
+#[rtype(result = "Result<TaskPage, ManagerError>")]
+pub struct ListTasks(pub TaskFilter);
+
+/// Handler for [`ListTasks`].
+impl Handler<ListTasks> for Manager {
+    type Result = Result<TaskPage, ManagerError>;
+
+    fn handle(&mut self, ListTasks(filter): ListTasks, _: &mut Context<Self>) -> Self::Result {
+        self.book.query(&filter).map_err(|reason| {
+            ManagerError::Invalid(crate::task::InvalidTask {
+                field: "after".into(),
+                reason,
+            })
+        })
+    }
+}
+
+/// One task.
+#[derive(Message)]
+#[rtype(result = "Result<Task, ManagerError>")]
+pub struct GetOne(pub TaskId);
+
+/// Handler for [`GetOne`].
+impl Handler<GetOne> for Manager {
+    type Result = Result<Task, ManagerError>;
+
+    fn handle(&mut self, GetOne(id): GetOne, _: &mut Context<Self>) -> Self::Result {
+        self.book
+            .get(&id)
+            .cloned()
+            .ok_or(ManagerError::NotFound(id))
+    }
+}
+
+/// The last lines of a task's output, from its node.
+#[derive(Message)]
+#[rtype(result = "Result<String, ManagerError>")]
+pub struct Logs {
+    /// The task.
+    pub id: TaskId,
+    /// Which lines.
+    pub query: LogQuery,
+}
+
+/// Handler for [`Logs`].
+impl Handler<Logs> for Manager {
+    type Result = ResponseFuture<Result<String, ManagerError>>;
+
+    fn handle(&mut self, msg: Logs, _: &mut Context<Self>) -> Self::Result {
+        let Some(task) = self.book.get(&msg.id) else {
+            return Box::pin(async move { Err(ManagerError::NotFound(msg.id)) });
+        };
+        let Some(node) = task.node.clone() else {
+            let state = task.state();
+            return Box::pin(async move {
+                Err(ManagerError::Conflict(format!(
+                    "task {} has not run on any node yet (it is {state})",
+                    msg.id
+                )))
+            });
+        };
+        let Some(handle) = self.handles.get(&node).cloned() else {
+            return Box::pin(async move { Err(ManagerError::NodeNotFound(node)) });
+        };
+        Box::pin(async move {
+            let logs = TaskLogs {
+                id: msg.id,
+                query: msg.query,
+            };
+            handle
+                .send(logs)
+                .await
+                .map_err(|error| ManagerError::Worker { node, error })
+        })
+    }
+}
+
+/// Every node with its live figures.
+#[derive(Message)]
+#[rtype(result = "Vec<NodeReport>")]
+pub struct ListNodes;
+
+/// Handler for [`ListNodes`].
+impl Handler<ListNodes> for Manager {
+    type Result = ResponseActFuture<Self, Vec<NodeReport>>;
+
+    fn handle(&mut self, _: ListNodes, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(
+            self.scheduler
+                .send(Snapshot)
+                .into_actor(self)
+                .map(|views, act, _| {
+                    let views: HashMap<String, _> = views
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|v| (v.name().to_string(), v))
+                        .collect();
+                    act.nodes
+                        .entries()
+                        .map(|e| {
+                            let view = views.get(&e.node.name);
+                            NodeReport {
+                                name: e.node.name.clone(),
+                                address: e.node.address.clone(),
+                                role: e.node.role.clone(),
+                                status: e.status,
+                                eligible: e.node.eligible,
+                                capacity: e.node.capacity,
+                                reserved: view.map(|v| v.reserved()).unwrap_or_default(),
+                                task_count: view.map_or(0, |v| v.task_count()),
+                                stats: e.stats.clone(),
+                                last_seen: e.last_seen,
+                                error: e.error.clone(),
+                            }
+                        })
+                        .collect()
+                }),
+        )
+    }
+}
+
+/// Adds a worker running in this process (all-in-one mode).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddLocalWorker {
+    /// Its name.
+    pub name: String,
+    /// The worker actor.
+    pub worker: Addr<Worker>,
+    /// What it offers.
+    pub capacity: Resources,
+}
+
+/// Handler for [`AddLocalWorker`].
+impl Handler<AddLocalWorker> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddLocalWorker, ctx: &mut Context<Self>) {
+        let node = Node {
+            name: msg.name,
+            address: LOCAL_ADDRESS.into(),
+            role: "worker".into(),
+            capacity: msg.capacity,
+            eligible: true,
+            joined_at: Utc::now(),
+        };
+        self.add_node(node, WorkerHandle::Local(msg.worker), ctx);
+    }
+}
+
+/// Connects to the worker at `address` (`http://host:port`): asks its name, capacity and
+/// protocol, and adds it as a node. Answers with the node, or why it was not added (unreachable,
+/// or a worker of another protocol version).
+#[derive(Message)]
+#[rtype(result = "Result<Node, ManagerError>")]
+pub struct ConnectWorker {
+    /// The worker's API address.
+    pub address: String,
+}
+
+/// Handler for [`ConnectWorker`].
+impl Handler<ConnectWorker> for Manager {
+    type Result = ResponseActFuture<Self, Result<Node, ManagerError>>;
+
+    fn handle(&mut self, msg: ConnectWorker, _: &mut Context<Self>) -> Self::Result {
+        let address = http_base(&msg.address);
+        let remote = RemoteWorker::new(address.clone(), self.config.remote.clone()).start();
+        let handle = WorkerHandle::Remote(remote);
+        let ask = handle.clone();
+        let fut = async move { ask.send(GetNodeInfo).await };
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
+            let info = res.map_err(|error| ManagerError::Worker {
+                node: address.clone(),
+                error,
+            })?;
+            if info.protocol != PROTOCOL_VERSION {
+                return Err(ManagerError::Conflict(format!(
+                    "worker {} at {address} speaks worker protocol version {}, this manager speaks version {PROTOCOL_VERSION}: run the same version of cube on both",
+                    info.name, info.protocol
+                )));
+            }
+            let node = Node {
+                name: info.name,
+                address,
+                role: "worker".into(),
+                capacity: info.capacity,
+                eligible: true,
+                joined_at: Utc::now(),
+            };
+            act.add_node(node.clone(), handle, ctx);
+            Ok(node)
+        }))
+    }
+}

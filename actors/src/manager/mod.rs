@@ -1,0 +1,349 @@
+//! The manager: the cluster's brain and the user's entry point.
+//!
+//! Its state is plain data: the [`book::TaskBook`] (tasks, arrival order, placements under way,
+//! back-offs) and the [`nodes::NodeBook`] (membership, liveness, last report), both without actix
+//! and unit-tested. The [`Manager`] actor wires them to the world and does the I/O:
+//!
+//! - `placement.rs`: place (ask the scheduler), assign (store the placement), deliver (send it).
+//! - `sync.rs`: follow each worker's change feed (a long poll), poll metrics, prune history.
+//! - `handlers.rs`: the messages the HTTP API sends.
+//!
+//! Every change to a task comes out of the book as one [`book::Change`], which the actor writes
+//! to the store ([`Manager::commit`]); readers see it once it is durable. Nothing is dropped: a
+//! task that fits nowhere stays Pending with the reason; a task a node did not take goes back to
+//! Pending and is tried again with back-off; a task stored as Scheduled is sent again when its
+//! node's full resync does not list it.
+
+pub mod book;
+mod handlers;
+pub mod nodes;
+mod placement;
+mod sync;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+pub use book::{BookError, Change, Retention, TaskFilter, TaskPage};
+pub use handlers::*;
+
+use crate::node::{LOCAL_ADDRESS, Node, NodeStatus};
+use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
+use crate::resources::Resources;
+use crate::scheduler::Algorithm;
+use crate::scheduler::actor::{Reserve, SchedulerActor, UpsertNode};
+use crate::store::{Batch, List, Op, Put, Store, StoreError, event_key};
+use crate::task::{InvalidTask, InvalidTransition, Task, TaskEvent, TaskId};
+use crate::worker::WorkerError;
+use book::TaskBook;
+use nodes::NodeBook;
+
+/// Why the manager refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    /// No task with this id.
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// No node with this name.
+    #[error("node {0} not found")]
+    NodeNotFound(String),
+    /// The task's fields (or a request's) are wrong.
+    #[error(transparent)]
+    Invalid(#[from] InvalidTask),
+    /// The request does not fit the task's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The state machine refused a change.
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    /// The task's node could not be reached or failed; nothing changed.
+    #[error("node {node}: {error}")]
+    Worker {
+        /// The node.
+        node: String,
+        /// What went wrong there.
+        error: WorkerError,
+    },
+    /// The store failed; nothing was acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The manager is not running.
+    #[error("the manager is shut down")]
+    Closed,
+}
+
+impl From<MailboxError> for ManagerError {
+    fn from(_: MailboxError) -> Self {
+        ManagerError::Closed
+    }
+}
+
+impl From<BookError> for ManagerError {
+    fn from(e: BookError) -> Self {
+        match e {
+            BookError::NotFound(id) => ManagerError::NotFound(id),
+            BookError::Exists(task) => {
+                ManagerError::Conflict(format!("task {} exists already", task.id))
+            }
+            BookError::Conflict(message) => ManagerError::Conflict(message),
+        }
+    }
+}
+
+/// How the manager behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagerConfig {
+    /// The scheduling algorithm.
+    pub algorithm: Algorithm,
+    /// How often every worker is asked for its metrics (task changes come through the feed).
+    pub poll_interval: Duration,
+    /// How long a sync waits on the worker for a change before it answers "nothing new".
+    pub sync_wait: Duration,
+    /// Failed calls in a row after which a node is Unreachable.
+    pub unreachable_after: u32,
+    /// How long finished tasks are kept.
+    pub retention: Retention,
+    /// How often finished tasks past the retention are pruned.
+    pub prune_interval: Duration,
+    /// How remote workers are called.
+    pub remote: RemoteConfig,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            algorithm: Algorithm::Epvm,
+            poll_interval: Duration::from_secs(1),
+            sync_wait: Duration::from_secs(20),
+            unreachable_after: 2,
+            retention: Retention::default(),
+            prune_interval: Duration::from_secs(5),
+            remote: RemoteConfig::default(),
+        }
+    }
+}
+
+/// The manager actor.
+pub struct Manager {
+    /// Settings.
+    config: ManagerConfig,
+    /// Where every task, event and node is written before anyone is told.
+    store: Addr<Store>,
+    /// Places tasks and keeps the reservations.
+    scheduler: Addr<SchedulerActor>,
+    /// Every task.
+    book: TaskBook,
+    /// Every node.
+    nodes: NodeBook,
+    /// How to reach each node.
+    handles: HashMap<String, WorkerHandle>,
+    /// Tasks pruned here that their node has not forgotten yet (it did not answer), by node,
+    /// with the placement of the copy to forget.
+    to_forget: HashMap<String, HashSet<(TaskId, u64)>>,
+    /// While a sync reply is applied: the writes it starts, which must be durable before the
+    /// node's cursor moves.
+    collecting: Option<Vec<oneshot::Receiver<bool>>>,
+}
+
+impl Manager {
+    /// Loads tasks and nodes from `store` and starts the manager. Remote nodes found in the store
+    /// are reconnected; each node's first sync is a full one, after which tasks found Scheduled
+    /// that the node does not have are sent again.
+    pub async fn start(
+        config: ManagerConfig,
+        store: Addr<Store>,
+    ) -> Result<Addr<Manager>, ManagerError> {
+        let tasks: Vec<Task> = store.send(List::<Task>::all()).await??;
+        let nodes: Vec<Node> = store.send(List::<Node>::all()).await??;
+        let scheduler = SchedulerActor::new(config.algorithm).start();
+        for task in tasks.iter().filter(|t| t.state().is_active()) {
+            if let Some(node) = &task.node {
+                scheduler.do_send(Reserve {
+                    task: task.id,
+                    node: node.clone(),
+                    demand: Resources::of(task),
+                });
+            }
+        }
+        let remote = config.remote.clone();
+        Ok(Manager::create(move |_| {
+            let mut manager = Manager {
+                nodes: NodeBook::new(config.unreachable_after),
+                config,
+                store,
+                scheduler,
+                book: TaskBook::load(tasks),
+                handles: HashMap::new(),
+                to_forget: HashMap::new(),
+                collecting: None,
+            };
+            for node in nodes.into_iter().filter(|n| n.address != LOCAL_ADDRESS) {
+                let handle = WorkerHandle::Remote(
+                    RemoteWorker::new(node.address.clone(), remote.clone()).start(),
+                );
+                manager.insert_node(node, handle);
+            }
+            manager
+        }))
+    }
+
+    /// Writes `change` (the task, or its removal with its events) in one commit; once durable,
+    /// readers may see it. Resolves with the task as changed.
+    fn commit(
+        &mut self,
+        change: Change,
+    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
+        let ops = match &change.after {
+            Some(task) => Op::put(task).map(|op| vec![op]),
+            None => Ok(vec![
+                Op::delete::<Task>(change.task),
+                Op::delete_prefix::<TaskEvent>(format!("{}/", change.task)),
+            ]),
+        };
+        let store = self.store.clone();
+        async move { Ok(store.send(Batch(ops?)).await??) }
+            .into_actor(self)
+            .map(move |res: Result<(), ManagerError>, act, _| {
+                if let Err(e) = &res {
+                    log::error!("task {}: cannot record its change: {e}", change.task);
+                }
+                // Written or failed for good: either way readers stop waiting on it.
+                act.book.written(&change);
+                res
+            })
+    }
+
+    /// Writes `change` in the background (for changes nobody waits on but a sync's cursor).
+    fn commit_later(&mut self, change: Change, ctx: &mut Context<Self>) {
+        let (done, written) = oneshot::channel();
+        if let Some(collecting) = &mut self.collecting {
+            collecting.push(written);
+        }
+        let write = self.commit(change);
+        ctx.spawn(write.map(move |res, _, _| {
+            let _ = done.send(res.is_ok());
+        }));
+    }
+
+    /// Stores `event` (the submitted envelope) and admits its task in one commit.
+    fn commit_admission(
+        &mut self,
+        event: TaskEvent,
+        change: Change,
+    ) -> impl ActorFuture<Self, Output = Result<Task, ManagerError>> + use<> {
+        let task = change.after.clone().expect("an admission has a task");
+        let mut event = event;
+        event.task = task.clone();
+        debug_assert_eq!(
+            event_key(task.id, event.id),
+            crate::store::Record::key(&event)
+        );
+        let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&task)?]));
+        let store = self.store.clone();
+        async move { Ok(store.send(Batch(ops?)).await??) }
+            .into_actor(self)
+            .map(move |res: Result<(), ManagerError>, act, _| match res {
+                Ok(()) => {
+                    act.book.written(&change);
+                    Ok(task)
+                }
+                Err(e) => {
+                    act.book.undo_admission(&change);
+                    Err(e)
+                }
+            })
+    }
+
+    fn insert_node(&mut self, node: Node, handle: WorkerHandle) -> u64 {
+        self.scheduler.do_send(UpsertNode {
+            name: node.name.clone(),
+            capacity: node.capacity,
+            ready: true,
+            eligible: node.eligible,
+        });
+        self.handles.insert(node.name.clone(), handle);
+        self.nodes.join(node)
+    }
+
+    /// Adds (or replaces) a node, stores it, starts following its feed and tries the waiting
+    /// tasks on it.
+    fn add_node(&mut self, node: Node, handle: WorkerHandle, ctx: &mut Context<Self>) {
+        log::info!(
+            "node {} joined at {} offering {} CPU, {} memory",
+            node.name,
+            node.address,
+            crate::units::trim_float(node.capacity.cpu),
+            crate::units::format_bytes(node.capacity.memory)
+        );
+        let name = node.name.clone();
+        self.insert_node(node, handle);
+        let stored = self.nodes.get(&name).map(|e| e.node.clone());
+        self.book.clear_backoffs();
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                if let Some(node) = stored
+                    && let Err(e) = store
+                        .send(Put(node))
+                        .await
+                        .map_err(StoreError::from)
+                        .and_then(|r| r)
+                {
+                    log::error!("node {name}: cannot record it: {e}");
+                }
+            }
+            .into_actor(self),
+        );
+        self.poll_all(ctx);
+        self.sync_all(ctx);
+        self.place_pending(ctx);
+    }
+
+    /// Applies a node's new status: the scheduler hears of it, and a node back to Ready may take
+    /// the waiting tasks.
+    fn status_changed(&mut self, name: &str, status: Option<NodeStatus>, ctx: &mut Context<Self>) {
+        let (Some(status), Some(entry)) = (status, self.nodes.get(name)) else {
+            return;
+        };
+        match status {
+            NodeStatus::Ready => log::info!("node {name} is ready again"),
+            NodeStatus::Unreachable => log::warn!(
+                "node {name} is unreachable: {}",
+                entry.error.as_deref().unwrap_or("no answer")
+            ),
+        }
+        self.scheduler.do_send(UpsertNode {
+            name: name.to_string(),
+            capacity: entry.node.capacity,
+            ready: status == NodeStatus::Ready,
+            eligible: entry.node.eligible,
+        });
+        if status == NodeStatus::Ready {
+            self.book.clear_backoffs();
+            self.place_pending(ctx);
+        }
+    }
+}
+
+impl Actor for Manager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(self.config.poll_interval, |act, ctx| {
+            act.poll_all(ctx);
+            act.place_pending(ctx);
+        });
+        ctx.run_interval(self.config.prune_interval, |act, ctx| act.prune(ctx));
+        self.poll_all(ctx);
+        self.sync_all(ctx);
+        log::info!(
+            "manager started with {} tasks and {} nodes, scheduling with {}",
+            self.book.len(),
+            self.nodes.len(),
+            self.config.algorithm
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Placement: place (ask the scheduler), assign (store the placement), deliver (send the task to
+//! its node), and what happens when a node does not take it.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::Manager;
+use super::book::Merge;
+use crate::scheduler::actor::{Place, Release};
+use crate::task::{Task, TaskId};
+use crate::worker::{RunTask, WorkerError};
+
+impl Manager {
+    /// Tries to place every Pending task that is not being placed or backing off, oldest first.
+    pub(super) fn place_pending(&mut self, ctx: &mut Context<Self>) {
+        for id in self.book.pending_ready(Instant::now()) {
+            self.place(id, ctx);
+        }
+    }
+
+    /// Asks the scheduler for a node for task `id`; the scheduler serializes these, so placements
+    /// made back to back see each other's reservations.
+    pub(super) fn place(&mut self, id: TaskId, ctx: &mut Context<Self>) {
+        let Some(task) = self.book.working(&id).cloned() else {
+            return;
+        };
+        self.book.set_in_flight(id, true);
+        let decision = self.scheduler.send(Place(task));
+        ctx.spawn(
+            decision
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(Ok(node)) => act.assign(id, node, ctx),
+                    Ok(Err(unplaceable)) => {
+                        act.book.set_in_flight(id, false);
+                        let reason = format!("waiting for a node: {unplaceable}");
+                        if let Some(change) = act.book.keep_pending(id, reason) {
+                            log::info!("task {id} stays Pending: {}", change.reason);
+                            act.commit_later(change, ctx);
+                        }
+                    }
+                    Err(e) => {
+                        act.book.set_in_flight(id, false);
+                        log::error!("task {id}: scheduler unavailable: {e}");
+                    }
+                }),
+        );
+    }
+
+    /// Records the placement on `node` durably (a new placement number), then sends the task.
+    fn assign(&mut self, id: TaskId, node: String, ctx: &mut Context<Self>) {
+        let Some(change) = self.book.place(id, &node) else {
+            // Stopped (or gone) while the scheduler was deciding.
+            self.book.set_in_flight(id, false);
+            self.scheduler.do_send(Release(id));
+            return;
+        };
+        let task = change.after.clone().expect("a placement keeps the task");
+        let write = self.commit(change);
+        ctx.spawn(write.map(move |res, act, ctx| match res {
+            Ok(()) => act.deliver(task, ctx),
+            Err(_) => act.book.set_in_flight(id, false),
+        }));
+    }
+
+    /// Sends a Scheduled task to its node's worker.
+    pub(super) fn deliver(&mut self, task: Task, ctx: &mut Context<Self>) {
+        let id = task.id;
+        let Some(node) = task.node.clone() else {
+            self.book.set_in_flight(id, false);
+            return;
+        };
+        let Some(handle) = self.handles.get(&node).cloned() else {
+            self.book.set_in_flight(id, false);
+            self.unplace(id, format!("node {node} is not in the cluster"), ctx);
+            return;
+        };
+        self.book.set_in_flight(id, true);
+        let fut = async move { handle.send(RunTask(task)).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.book.set_in_flight(id, false);
+            match res {
+                Ok(reported) => {
+                    act.book.clear_backoff(&id);
+                    act.absorb(&node, &reported, ctx);
+                }
+                Err(WorkerError::Invalid(e)) => {
+                    let reason = format!("node {node} refused the task: {e}");
+                    act.scheduler.do_send(Release(id));
+                    if let Some(change) = act.book.fail(id, reason) {
+                        act.commit_later(change, ctx);
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, WorkerError::Unreachable(_) | WorkerError::Closed) {
+                        let status = act.nodes.unreachable(&node, e.to_string());
+                        act.status_changed(&node, status, ctx);
+                    }
+                    let wait = act.book.back_off(id, Instant::now());
+                    let reason = format!(
+                        "could not be sent to node {node} ({e}); trying again in {}s",
+                        wait.as_secs_f64()
+                    );
+                    act.unplace(id, reason, ctx);
+                }
+            }
+        }));
+    }
+
+    /// Puts a Scheduled task back to Pending (its node did not take it) and frees its
+    /// reservation.
+    pub(super) fn unplace(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
+        self.scheduler.do_send(Release(id));
+        if let Some(change) = self.book.unplace(id, reason) {
+            log::warn!("task {id}: {}", change.reason);
+            self.commit_later(change, ctx);
+        }
+    }
+
+    /// Takes one report of `node` about a task into the book (see [`Merge`]).
+    pub(super) fn absorb(&mut self, node: &str, reported: &Task, ctx: &mut Context<Self>) {
+        match self.book.merge(node, reported) {
+            Merge::Unknown => {
+                // Pruned here (its node could not be told then), or given to the worker
+                // directly: a finished one is forgotten there, a live one is not ours.
+                if reported.is_finished() && reported.placement > 0 {
+                    self.forget_on(node, reported.id, reported.placement, ctx);
+                }
+            }
+            Merge::Stale { placement } => {
+                if reported.state().is_active() {
+                    self.stop_stray(node, reported.id, placement, ctx);
+                } else if reported.is_finished()
+                    && self
+                        .book
+                        .working(&reported.id)
+                        .and_then(|t| t.node.as_deref())
+                        != Some(node)
+                {
+                    self.forget_on(node, reported.id, placement, ctx);
+                }
+            }
+            Merge::Same => {}
+            Merge::Changed(change) => {
+                let finished = change.after.as_ref().is_some_and(Task::is_finished);
+                if finished && change.from.is_some_and(|s| s.is_active()) {
+                    self.scheduler.do_send(Release(change.task));
+                }
+                self.commit_later(change, ctx);
+                if finished {
+                    // Capacity was freed: what waits may fit now.
+                    self.place_pending(ctx);
+                }
+            }
+        }
+    }
+
+    /// Stops the copy of placement `placement` of task `id` that runs on `node` although the
+    /// manager did not place it there (a delivery that timed out but arrived after all, a task
+    /// since placed elsewhere, or one stopped while its delivery was under way).
+    fn stop_stray(&mut self, node: &str, id: TaskId, placement: u64, ctx: &mut Context<Self>) {
+        let Some(handle) = self.handles.get(node).cloned() else {
+            return;
+        };
+        log::warn!(
+            "task {id} runs on node {node} (placement {placement}) but is not placed there: stopping that copy"
+        );
+        let node = node.to_string();
+        let stop = crate::worker::StopTask {
+            id,
+            placement: Some(placement),
+        };
+        ctx.spawn(
+            async move {
+                if let Err(e) = handle.send(stop).await {
+                    log::warn!("node {node}: could not stop stray task {id}: {e}");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Keeping up with the workers: each node's change feed (a long poll that returns as soon as a
+//! change is durable on the worker), its metrics (polled), and the pruning of history.
+//!
+//! A node's cursor moves only after the changes it covers are durable here: the next sync (the
+//! acknowledgement) is sent once the writes of the previous one are committed.
+
+use std::collections::HashSet;
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures_util::future::join_all;
+
+use super::Manager;
+use crate::scheduler::actor::NodeUsage;
+use crate::task::TaskId;
+use crate::worker::{ForgetTask, PROTOCOL_VERSION, Sync, SyncReply, WorkerStats};
+
+impl Manager {
+    /// Starts following the feed of every node not followed already.
+    pub(super) fn sync_all(&mut self, ctx: &mut Context<Self>) {
+        for name in self.nodes.names() {
+            self.sync(name, ctx);
+        }
+    }
+
+    /// Asks `name` for the changes after its cursor, applies them, and asks again.
+    fn sync(&mut self, name: String, ctx: &mut Context<Self>) {
+        let (Some(entry), Some(handle)) = (self.nodes.get_mut(&name), self.handles.get(&name))
+        else {
+            return;
+        };
+        if entry.syncing {
+            return;
+        }
+        entry.syncing = true;
+        let generation = entry.generation;
+        let request = Sync {
+            cursor: entry.cursor,
+            wait: self.config.sync_wait,
+        };
+        let handle = handle.clone();
+        let fut = async move { handle.send(request).await };
+        ctx.spawn(fut.into_actor(self).then(move |res, act, ctx| {
+            let current = act
+                .nodes
+                .get(&name)
+                .is_some_and(|e| e.generation == generation);
+            let writes = match res {
+                Ok(reply) if current && reply.protocol == PROTOCOL_VERSION => {
+                    let status = act.nodes.answered(&name, Utc::now());
+                    act.status_changed(&name, status, ctx);
+                    let cursor = reply.cursor();
+                    Some((act.apply_sync(&name, reply, ctx), cursor))
+                }
+                Ok(reply) if current => {
+                    let e = format!(
+                        "the worker speaks protocol {}, this manager {PROTOCOL_VERSION}",
+                        reply.protocol
+                    );
+                    let status = act.nodes.failed(&name, e);
+                    act.status_changed(&name, status, ctx);
+                    None
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    if current {
+                        let status = act.nodes.failed(&name, e.to_string());
+                        act.status_changed(&name, status, ctx);
+                    }
+                    None
+                }
+            };
+            let writes = writes.map(|(writes, cursor)| (join_all(writes), cursor));
+            async move {
+                match writes {
+                    Some((writes, cursor)) => {
+                        let ok = writes.await.into_iter().all(|r| r == Ok(true));
+                        ok.then_some(cursor)
+                    }
+                    None => None,
+                }
+            }
+            .into_actor(act)
+            .map(move |cursor, act, ctx| {
+                if !act
+                    .nodes
+                    .get(&name)
+                    .is_some_and(|e| e.generation == generation)
+                {
+                    return;
+                }
+                let entry = act.nodes.get_mut(&name).expect("checked above");
+                entry.syncing = false;
+                match cursor {
+                    Some(cursor) => {
+                        act.nodes.advance(&name, generation, cursor);
+                        act.retry_forgets(&name, ctx);
+                        act.sync(name, ctx);
+                    }
+                    None => {
+                        let wait = entry.retry.next_wait();
+                        ctx.run_later(wait, move |act, ctx| act.sync(name, ctx));
+                    }
+                }
+            })
+        }));
+    }
+
+    /// Applies one sync reply from `node`; returns the writes it started, which must be durable
+    /// before the node's cursor moves past it.
+    fn apply_sync(
+        &mut self,
+        node: &str,
+        reply: SyncReply,
+        ctx: &mut Context<Self>,
+    ) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
+        let reported: HashSet<TaskId> = reply.tasks.iter().map(|t| t.id).collect();
+        self.collecting = Some(Vec::new());
+        for task in &reply.tasks {
+            self.absorb(node, task, ctx);
+        }
+        let writes = self.collecting.take().unwrap_or_default();
+        if reply.full {
+            log::info!(
+                "node {node}: full resync with {} tasks (store epoch {})",
+                reply.tasks.len(),
+                reply.epoch
+            );
+            for task in self.book.scheduled_on(node) {
+                if !reported.contains(&task.id) {
+                    log::info!(
+                        "task {} is Scheduled on {node} but the node does not have it: sending it again",
+                        task.id
+                    );
+                    self.deliver(task, ctx);
+                }
+            }
+        }
+        writes
+    }
+
+    /// Asks every node that is not being asked already for its metrics.
+    pub(super) fn poll_all(&mut self, ctx: &mut Context<Self>) {
+        for name in self.nodes.names() {
+            self.poll(name, ctx);
+        }
+    }
+
+    fn poll(&mut self, name: String, ctx: &mut Context<Self>) {
+        let (Some(entry), Some(handle)) = (self.nodes.get_mut(&name), self.handles.get(&name))
+        else {
+            return;
+        };
+        if entry.polling {
+            return;
+        }
+        entry.polling = true;
+        let handle = handle.clone();
+        let fut = async move { handle.send(WorkerStats).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let Some(entry) = act.nodes.get_mut(&name) else {
+                return;
+            };
+            entry.polling = false;
+            let status = match res {
+                Ok(stats) => {
+                    act.scheduler.do_send(NodeUsage {
+                        name: name.clone(),
+                        cpu: stats.cpu.usage_percent / 100.0,
+                        memory: if stats.memory.total_bytes > 0 {
+                            stats.memory.used_bytes as f64 / stats.memory.total_bytes as f64
+                        } else {
+                            0.0
+                        },
+                    });
+                    act.nodes.set_stats(&name, stats);
+                    act.nodes.answered(&name, Utc::now())
+                }
+                Err(e) => act.nodes.failed(&name, e.to_string()),
+            };
+            act.status_changed(&name, status, ctx);
+        }));
+    }
+
+    /// Removes the finished tasks the retention does not keep, here and on their nodes.
+    pub(super) fn prune(&mut self, ctx: &mut Context<Self>) {
+        let doomed = self.book.prunable(Utc::now(), self.config.retention);
+        if doomed.is_empty() {
+            return;
+        }
+        log::debug!("pruning {} finished tasks", doomed.len());
+        for id in doomed {
+            self.purge(id, ctx);
+        }
+    }
+
+    /// Removes finished task `id` (and its events) from the book and the store, and has its node
+    /// forget it. Returns the write.
+    pub(super) fn purge(
+        &mut self,
+        id: TaskId,
+        ctx: &mut Context<Self>,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let task = self.book.working(&id).cloned()?;
+        let change = self.book.remove(id).ok()?;
+        let (done, written) = tokio::sync::oneshot::channel();
+        let write = self.commit(change);
+        ctx.spawn(write.map(move |res, act, ctx| {
+            let ok = res.is_ok();
+            let _ = done.send(ok);
+            if ok && let Some(node) = &task.node {
+                act.forget_on(node, id, task.placement, ctx);
+            }
+        }));
+        Some(written)
+    }
+
+    /// Has `node` forget its copy (of `placement` or older) of finished task `id`; if it does
+    /// not answer, it is asked again after its next successful sync.
+    pub(super) fn forget_on(
+        &mut self,
+        node: &str,
+        id: TaskId,
+        placement: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(handle) = self.handles.get(node).cloned() else {
+            return;
+        };
+        let node = node.to_string();
+        let forget = ForgetTask {
+            id,
+            placement: Some(placement),
+        };
+        let fut = async move { handle.send(forget).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(()) | Err(crate::worker::WorkerError::NotFound(_)) => {
+                if let Some(set) = act.to_forget.get_mut(&node) {
+                    set.remove(&(id, placement));
+                }
+            }
+            Err(e) => {
+                log::debug!("node {node}: could not forget task {id} yet: {e}");
+                act.to_forget
+                    .entry(node)
+                    .or_default()
+                    .insert((id, placement));
+            }
+        }));
+    }
+
+    fn retry_forgets(&mut self, node: &str, ctx: &mut Context<Self>) {
+        let Some(set) = self.to_forget.remove(node) else {
+            return;
+        };
+        for (id, placement) in set {
+            self.forget_on(node, id, placement, ctx);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The worker actor: runs the tasks it is given, keeps track of them, and reports on them.
+//!
+//! It owns the tasks placed on its node. Every state change goes through `Task::transition`, gets
+//! the next revision of the worker's feed ([`feed`]) and is written to the worker's store; what
+//! the API and the feed show of a task is its last *durable* version. Work is event-driven: a task
+//! starts as soon as it is accepted, a stop reaches the runtime at once, and the runtime reports
+//! containers that end on their own ([`ContainerExited`]); what that means for the task is the
+//! pure function [`exit::exit_outcome`]. A manager learns of each change through a long poll of
+//! the feed ([`Sync`]), answered as soon as the change is durable. A periodic reconcile catches
+//! whatever an event missed (a watch lost while the engine restarted, a container removed by
+//! hand).
+//!
+//! On start, the worker reloads its tasks and its feed head from the store: Scheduled tasks are
+//! started, Running tasks are looked up in the runtime and either watched again or marked as
+//! ended.
+
+pub mod exit;
+pub mod feed;
+mod handlers;
+pub mod protocol;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::metrics::MetricsCollector;
+use crate::resources::Resources;
+use crate::runtime::{
+    ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, Remove,
+    RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
+};
+use crate::store::{Get, List, Put, Store, StoreError};
+use crate::task::{Task, TaskId, TaskState};
+use crate::unwritten::Unwritten;
+use exit::{ExitOutcome, exit_outcome, short};
+use feed::{Answer, Cursor, Feed, FeedHead};
+pub use protocol::*;
+
+/// Which runtime a worker runs its tasks on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The local Docker engine; ports are published on `publish_ip`.
+    Docker {
+        /// Host address for published ports.
+        publish_ip: String,
+    },
+    /// Simulated containers; with `known_images`, only those images exist.
+    Sim {
+        /// The images the simulated node has, or `None` for all.
+        known_images: Option<Vec<String>>,
+    },
+}
+
+/// How a worker behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// The worker's name, unique in the cluster; also the `cube.worker` label of its containers.
+    pub name: String,
+    /// How long a container gets to exit after SIGTERM before it is killed.
+    pub stop_timeout: Duration,
+    /// How often the worker compares its tasks with the runtime.
+    pub reconcile_interval: Duration,
+    /// What the worker offers to tasks (the scheduler's capacity for this node).
+    pub capacity: Resources,
+}
+
+/// A long poll of the feed waiting for a durable change.
+struct Waiter {
+    cursor: Cursor,
+    reply: oneshot::Sender<SyncReply>,
+}
+
+/// The worker actor.
+pub struct Worker {
+    /// Settings.
+    config: WorkerConfig,
+    /// Where every task and every change to it is written first.
+    store: Addr<Store>,
+    /// Docker or simulated.
+    runtime: RuntimeHandle,
+    /// Samples the machine for `GET /stats` (the worker adds its task count).
+    metrics: Option<Addr<MetricsCollector>>,
+    /// Every task of this worker, as last changed (possibly not durable yet).
+    tasks: HashMap<TaskId, Task>,
+    /// The durable version of tasks whose writes are in flight: what readers see.
+    unwritten: Unwritten<TaskId, Task>,
+    /// The numbered changes, for managers' syncs.
+    feed: Feed,
+    /// Syncs waiting for a change.
+    waiters: Vec<Waiter>,
+    /// Exits reported before the start that created the container was recorded.
+    early_exits: HashMap<TaskId, ContainerExited>,
+    /// Tasks whose stop is under way: their container's exit is the stop, not an event.
+    stopping: HashSet<TaskId>,
+}
+
+impl Worker {
+    /// Loads the worker's tasks and feed head from `store` (giving a new store its epoch), then
+    /// starts the worker and its runtime.
+    pub async fn start(
+        config: WorkerConfig,
+        store: Addr<Store>,
+        runtime: RuntimeKind,
+        metrics: Option<Addr<MetricsCollector>>,
+    ) -> Result<Addr<Worker>, WorkerError> {
+        let tasks = store.send(List::<Task>::all()).await??;
+        let head = store.send(Get::<FeedHead>::new("feed")).await??;
+        let feed = Feed::new(head, &tasks);
+        if head.is_none() {
+            // The epoch is durable before any manager hears of it.
+            store.send(Put(feed.head())).await??;
+        }
+        let tasks = tasks.into_iter().map(|t| (t.id, t)).collect();
+        Ok(Worker::create(move |ctx| {
+            let exits = ctx.address().recipient();
+            let runtime = match runtime {
+                RuntimeKind::Docker { publish_ip } => RuntimeHandle::Docker(
+                    DockerRuntime::new(config.name.clone(), publish_ip, exits).start(),
+                ),
+                RuntimeKind::Sim { known_images } => RuntimeHandle::Sim(
+                    SimRuntime::new(exits, known_images.map(|i| i.into_iter().collect())).start(),
+                ),
+            };
+            Worker {
+                config,
+                store,
+                runtime,
+                metrics,
+                tasks,
+                unwritten: Unwritten::default(),
+                feed,
+                waiters: Vec::new(),
+                early_exits: HashMap::new(),
+                stopping: HashSet::new(),
+            }
+        }))
+    }
+
+    /// Makes `task` the current copy under the feed's next revision and writes it; resolves once
+    /// it is durable (and so in the feed and visible).
+    fn write(
+        &mut self,
+        mut task: Task,
+    ) -> impl ActorFuture<Self, Output = Result<Task, WorkerError>> + use<> {
+        let id = task.id;
+        self.feed.stamp(&mut task);
+        self.unwritten.begin(&id, self.tasks.get(&id));
+        self.tasks.insert(id, task.clone());
+        // Sent now, so writes reach the store in the order they were made.
+        let sent = self.store.send(Put(task.clone()));
+        async move { sent.await.map_err(StoreError::from).and_then(|r| r) }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                act.unwritten.done(&id, Some(task.clone()));
+                act.feed.written(task.revision);
+                act.wake_waiters();
+                match res {
+                    Ok(()) => Ok(task),
+                    Err(e) => {
+                        log::error!("task {id}: cannot record its new state: {e}");
+                        Err(e.into())
+                    }
+                }
+            })
+    }
+
+    /// Writes `task` in the background (for changes nobody waits on: a start finishing, a
+    /// container exiting).
+    fn record(&mut self, task: Task, ctx: &mut Context<Self>) {
+        let write = self.write(task);
+        ctx.spawn(write.map(|_, _, _| ()));
+    }
+
+    /// What readers may see of a task: its last durable version.
+    fn visible(&self, id: &TaskId) -> Option<&Task> {
+        self.unwritten.visible(id, self.tasks.get(id))
+    }
+
+    fn active_count(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| t.state().is_active())
+            .count()
+    }
+
+    /// The answer to a sync from `cursor`, now.
+    fn sync_reply(&self, cursor: Option<Cursor>) -> SyncReply {
+        let (full, tasks, revision) = match self.feed.answer(cursor) {
+            Answer::Full => {
+                let mut tasks: Vec<Task> = self
+                    .tasks
+                    .keys()
+                    .filter_map(|id| self.visible(id).cloned())
+                    .collect();
+                tasks.sort_by_key(|t| t.revision);
+                (true, tasks, self.feed.durable())
+            }
+            Answer::Changes(ids) => {
+                let tasks = ids.iter().filter_map(|id| self.tasks.get(id).cloned());
+                (false, tasks.collect(), self.feed.durable())
+            }
+            Answer::Nothing => (false, Vec::new(), cursor.map_or(0, |c| c.revision)),
+        };
+        SyncReply {
+            protocol: PROTOCOL_VERSION,
+            epoch: self.feed.epoch(),
+            revision,
+            full,
+            tasks,
+        }
+    }
+
+    /// Answers the syncs waiting for a change that is now durable.
+    fn wake_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let durable = self.feed.durable();
+        for waiter in std::mem::take(&mut self.waiters) {
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            if durable > waiter.cursor.revision {
+                let _ = waiter.reply.send(self.sync_reply(Some(waiter.cursor)));
+            } else {
+                self.waiters.push(waiter);
+            }
+        }
+    }
+
+    /// Starts the container of a Scheduled task, first removing `old`, the container of an
+    /// earlier start or placement, if any.
+    fn launch(&mut self, id: TaskId, old: Option<String>, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id).cloned() else {
+            return;
+        };
+        let runtime = self.runtime.clone();
+        let timeout = self.config.stop_timeout;
+        let fut = async move {
+            if let Some(container_id) = old.filter(|c| !c.is_empty()) {
+                let stop = Stop {
+                    container_id: container_id.clone(),
+                    timeout,
+                };
+                runtime.send(stop).await??;
+                runtime.send(Remove { container_id }).await??;
+            }
+            runtime.send(Start { task }).await?
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |res, act, ctx| act.start_finished(id, res, ctx)),
+        );
+    }
+
+    fn start_finished(
+        &mut self,
+        id: TaskId,
+        result: Result<ContainerInfo, RuntimeError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(mut task) = self.tasks.get(&id).cloned() else {
+            return;
+        };
+        if task.state() != TaskState::Scheduled || !task.container_id.is_empty() {
+            // Stopped (or replaced) while it was starting: the new container must not outlive it.
+            if let Ok(info) = result {
+                let timeout = self.config.stop_timeout;
+                self.runtime.do_send(Stop {
+                    container_id: info.id.clone(),
+                    timeout,
+                });
+                self.runtime.do_send(Remove {
+                    container_id: info.id,
+                });
+            }
+            return;
+        }
+        let outcome = match result {
+            Ok(info) => {
+                task.container_id = info.id.clone();
+                task.host_ports = info.host_ports;
+                let r = task.transition(
+                    TaskState::Running,
+                    format!("container {} started", short(&info.id)),
+                );
+                task.start_time = info.started_at.or(task.start_time);
+                r
+            }
+            Err(e) => {
+                log::warn!("task {id} ({}): {e}", task.name);
+                task.transition(TaskState::Failed, format!("container could not start: {e}"))
+            }
+        };
+        if let Err(e) = outcome {
+            log::error!("{e}");
+            return;
+        }
+        self.record(task, ctx);
+        if let Some(exit) = self.early_exits.remove(&id) {
+            self.container_ended(exit, ctx);
+        }
+    }
+
+    /// Applies the end of a container to its task (see [`exit_outcome`]).
+    fn container_ended(&mut self, exit: ContainerExited, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&exit.task_id) else {
+            return;
+        };
+        let stopping = self.stopping.contains(&exit.task_id);
+        match exit_outcome(task, &exit, stopping) {
+            ExitOutcome::Early => {
+                self.early_exits.insert(exit.task_id, exit);
+            }
+            ExitOutcome::Ignore => {}
+            ExitOutcome::End {
+                state,
+                reason,
+                code,
+            } => {
+                let mut task = task.clone();
+                log::info!("task {} ({}): {reason}", task.id, task.name);
+                if task.transition(state, reason).is_ok() {
+                    task.exit_code = code;
+                    task.host_ports.clear();
+                    self.record(task, ctx);
+                }
+            }
+        }
+    }
+
+    /// Compares the tasks with the runtime and applies what changed: Running tasks whose
+    /// container ended, containers of finished tasks still running (a stop that failed half-way),
+    /// and containers of an older start or placement of a task.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let running: Vec<(TaskId, String)> = self
+            .tasks
+            .values()
+            .filter(|t| t.state() == TaskState::Running)
+            .map(|t| (t.id, t.container_id.clone()))
+            .collect();
+        // What each settled task's current container is (a task still starting is left alone).
+        let current: HashMap<TaskId, (String, bool)> = self
+            .tasks
+            .values()
+            .filter(|t| t.state() != TaskState::Scheduled)
+            .map(|t| (t.id, (t.container_id.clone(), t.is_finished())))
+            .collect();
+        let runtime = self.runtime.clone();
+        let timeout = self.config.stop_timeout;
+        let fut = async move {
+            let mut seen = Vec::new();
+            for (task_id, container_id) in running {
+                let inspect = Inspect {
+                    container_id: container_id.clone(),
+                };
+                match runtime.send(inspect).await {
+                    Ok(Ok(info)) => seen.push((task_id, info)),
+                    Ok(Err(e)) | Err(e) => {
+                        log::warn!("reconcile: cannot inspect container {container_id}: {e}");
+                        return seen;
+                    }
+                }
+            }
+            if let Ok(Ok(managed)) = runtime.send(ListManaged).await {
+                for c in managed {
+                    let Some((container, finished)) = c.task_id.and_then(|id| current.get(&id))
+                    else {
+                        continue;
+                    };
+                    if *container != c.id {
+                        log::info!("reconcile: removing {}, an old container", short(&c.id));
+                        let _ = runtime
+                            .send(Stop {
+                                container_id: c.id.clone(),
+                                timeout,
+                            })
+                            .await;
+                        let _ = runtime.send(Remove { container_id: c.id }).await;
+                    } else if *finished && c.running {
+                        log::info!("reconcile: stopping {} of a finished task", short(&c.id));
+                        let _ = runtime
+                            .send(Stop {
+                                container_id: c.id,
+                                timeout,
+                            })
+                            .await;
+                    }
+                }
+            }
+            seen
+        };
+        ctx.spawn(fut.into_actor(self).map(|seen, act, ctx| {
+            for (task_id, info) in seen {
+                match info.status {
+                    ContainerStatus::Running | ContainerStatus::Waiting { .. } => {
+                        if let Some(task) = act.tasks.get(&task_id)
+                            && task.container_id == info.id
+                            && !info.host_ports.is_empty()
+                            && task.host_ports != info.host_ports
+                        {
+                            let mut task = task.clone();
+                            task.host_ports = info.host_ports;
+                            act.record(task, ctx);
+                        }
+                    }
+                    status => act.container_ended(
+                        ContainerExited {
+                            task_id,
+                            container_id: info.id,
+                            status,
+                        },
+                        ctx,
+                    ),
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        let mut resume = Vec::new();
+        for task in self.tasks.values() {
+            match task.state() {
+                TaskState::Scheduled => resume.push(task.id),
+                TaskState::Running => self.runtime.do_send(Watch {
+                    task_id: task.id,
+                    container_id: task.container_id.clone(),
+                }),
+                _ => {}
+            }
+        }
+        for id in resume {
+            log::info!("task {id}: resuming its start after a worker restart");
+            self.launch(id, None, ctx);
+        }
+        self.reconcile(ctx);
+        ctx.run_interval(self.config.reconcile_interval, |act, ctx| {
+            act.reconcile(ctx)
+        });
+        log::info!(
+            "worker {} started with {} tasks on the {} runtime (store epoch {})",
+            self.config.name,
+            self.tasks.len(),
+            self.runtime.kind(),
+            self.feed.epoch()
+        );
+    }
+}
