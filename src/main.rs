@@ -61,6 +61,9 @@ enum Command {
     /// Remove every finished task now (they are also pruned after the retention).
     #[command(after_help = "Examples:\n  cube prune")]
     Prune(NodeArgs),
+    /// Measure submissions and sync sizes on an in-process cluster (the load harness).
+    #[command(hide = true)]
+    Bench(cube::bench::BenchArgs),
     /// Show the nodes: address, status, reserved/offered CPU, memory and disk, task count.
     #[command(after_help = "Examples:\n  cube node\n  cube node -o json")]
     Node(NodeArgs),
@@ -141,9 +144,13 @@ struct RunArgs {
     /// no, always, unless-stopped or on-failure.
     #[arg(long)]
     restart_policy: Option<RestartPolicy>,
-    /// Wait until the task runs (or fails), showing its progress.
+    /// Wait until the task has run for --settle seconds (or ended with code 0), or failed; exit
+    /// non-zero with the reason if it failed.
     #[arg(long, short = 'w')]
     wait: bool,
+    /// With --wait: seconds the task must run without failing before it counts as started.
+    #[arg(long, default_value_t = 3)]
+    settle: u64,
     /// How long --wait waits, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -262,9 +269,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 restart_policy: args.restart_policy,
                 cmd: args.cmd,
             };
-            let (wait, timeout) = (args.wait, std::time::Duration::from_secs(args.timeout));
+            let wait = args.wait.then(|| run::Wait {
+                settle: std::time::Duration::from_secs(args.settle),
+                timeout: std::time::Duration::from_secs(args.timeout),
+            });
             client_command(&args.target, |c, o| async move {
-                run::run(&c, spec, wait, timeout, o).await
+                run::run(&c, spec, wait, o).await
             })
         }
         Command::Stop(args) => client_command(&args.target, |c, o| async move {
@@ -276,6 +286,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 commands::status(&c, args.task.as_deref(), &filter, o).await
             })
         }
+        Command::Bench(args) => actix_web::rt::System::new().block_on(cube::bench::run(args)),
         Command::Rm(args) => client_command(&args.target, |c, o| async move {
             commands::rm(&c, &args.tasks, o).await
         }),

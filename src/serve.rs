@@ -147,6 +147,8 @@ pub struct ManagerNode {
     pub addr: SocketAddr,
     /// The manager actor.
     pub manager: Addr<Manager>,
+    /// Its store.
+    pub store: Addr<Store>,
     /// The HTTP server; await it (or spawn it) to serve.
     pub server: Server,
 }
@@ -190,7 +192,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
         },
         ..ManagerConfig::default()
     };
-    let manager = Manager::start(config, store)
+    let manager = Manager::start(config, store.clone())
         .await
         .context("manager: cannot load its tasks")?;
     for address in &settings.workers {
@@ -208,6 +210,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
     Ok(ManagerNode {
         addr,
         manager,
+        store,
         server,
     })
 }

@@ -296,15 +296,33 @@ async fn cube_up_runs_echo_tasks_on_docker() {
             (200, &json!("Completed")),
             "{stopped}"
         );
-        assert!(
-            docker_inspect(task["ContainerID"].as_str().unwrap()).is_none(),
-            "container removed"
-        );
+        // Stopped, the container stays (with its logs) until the task is removed.
+        let container = task["ContainerID"].as_str().unwrap();
+        let inspect = docker_inspect(container).expect("a stopped task keeps its container");
+        assert_eq!(inspect["State"]["Running"], false, "{inspect}");
+        let purge = format!("{base}/tasks/{}?purge=true", task["ID"].as_str().unwrap());
+        assert_eq!(delete(&purge).await.0, 200);
+        let deadline = Instant::now() + SETTLE;
+        while docker_inspect(container).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "container {container} still there"
+            );
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let placed = wait_task(&base, big_id, "Running").await;
     let (status, _) = delete(&format!("{base}/tasks/{big_id}")).await;
     assert_eq!(status, 200);
-    assert!(docker_inspect(placed["ContainerID"].as_str().unwrap()).is_none());
+    let container = placed["ContainerID"].as_str().unwrap();
+    assert_eq!(
+        docker_inspect(container).unwrap()["State"]["Running"],
+        false
+    );
+    assert_eq!(
+        delete(&format!("{base}/tasks/{big_id}?purge=true")).await.0,
+        200
+    );
 }
 
 /// A manager and two `cube worker` processes on loopback: one worker listed with `--workers`,

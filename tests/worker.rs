@@ -98,17 +98,25 @@ async fn run_and_stop(runtime: RuntimeChoice) {
     assert_eq!(stopped["State"], "Completed");
     assert_eq!(stopped["Reason"], "stopped by user");
     assert!(stopped["FinishTime"].is_string());
+    // The stopped container stays, with its logs, until the task is forgotten.
+    let (_, detail) = get(&format!("{}/tasks/{id}", worker.base)).await;
+    assert!(
+        detail["Container"]["Status"]["Exited"].is_object(),
+        "{detail}"
+    );
+    // Stopping again is harmless.
+    let (status, again) = delete(&format!("{}/tasks/{id}", worker.base)).await;
+    assert_eq!((status, &again["State"]), (200, &json!("Completed")));
+    // Forgetting removes the task and its container.
+    let (status, _) = delete(&format!("{}/tasks/{id}?purge=true", worker.base)).await;
+    assert_eq!(status, 204);
+    assert_eq!(get(&format!("{}/tasks/{id}", worker.base)).await.0, 404);
     if runtime == RuntimeChoice::Docker {
         assert!(
             docker_inspect(&container_id).is_none(),
             "the container is removed"
         );
     }
-    let (_, detail) = get(&format!("{}/tasks/{id}", worker.base)).await;
-    assert_eq!(detail["Container"]["Status"], "Missing");
-    // Stopping again is harmless.
-    let (status, again) = delete(&format!("{}/tasks/{id}", worker.base)).await;
-    assert_eq!((status, &again["State"]), (200, &json!("Completed")));
 }
 on_both_runtimes!(run_and_stop, run_and_stop_docker, run_and_stop_sim);
 

@@ -389,7 +389,42 @@ impl WorkerHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::http_base;
+    use super::*;
+
+    #[test]
+    fn a_remote_refusal_is_the_error_a_local_worker_returns() {
+        let url = "http://w:5556/tasks";
+        let id = TaskId::new_v4();
+        let invalid = answer_error(
+            url,
+            400,
+            "invalid task field `Image`: an image is required".into(),
+            Some(id),
+        );
+        assert_eq!(
+            invalid,
+            WorkerError::Invalid(InvalidTask {
+                field: "Image".into(),
+                reason: "an image is required".into()
+            })
+        );
+        assert_eq!(
+            answer_error(url, 404, "gone".into(), Some(id)),
+            WorkerError::NotFound(id)
+        );
+        assert_eq!(
+            answer_error(url, 409, "busy".into(), None),
+            WorkerError::Conflict("busy".into())
+        );
+        assert!(matches!(
+            answer_error(url, 503, "engine down".into(), None),
+            WorkerError::Runtime(RuntimeError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            answer_error(url, 418, "?".into(), None),
+            WorkerError::Unreachable(_)
+        ));
+    }
 
     #[test]
     fn addresses_become_base_urls() {

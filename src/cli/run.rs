@@ -113,17 +113,17 @@ fn parse_port_flag(flag: &str) -> anyhow::Result<(String, Option<String>)> {
     Ok((spec, host))
 }
 
-/// `cube run`: submit, then (with `wait`) follow the task until it runs or fails.
+/// `cube run`: submit, then (with `wait`) follow the task until it has run for `settle` without
+/// failing (or ended with code 0), or has failed.
 pub async fn run(
     client: &ManagerClient,
     spec: RunSpec,
-    wait: bool,
-    timeout: Duration,
+    wait: Option<Wait>,
     output: Output,
 ) -> anyhow::Result<()> {
     let event = spec.event()?;
     let task = client.submit(&event).await?;
-    if !wait {
+    let Some(wait) = wait else {
         match output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&task)?),
             Output::Table => println!(
@@ -134,15 +134,15 @@ pub async fn run(
             ),
         }
         return Ok(());
-    }
+    };
     if output == Output::Table {
         println!("task {} ({}) submitted", task.id, task.name);
-    }
-    let deadline = Instant::now() + timeout;
-    let mut last = (task.state(), task.reason.clone());
-    if output == Output::Table {
         println!("  {}: {}", task.state(), task.reason);
     }
+    let deadline = Instant::now() + wait.timeout;
+    let mut last = (task.state(), task.reason.clone());
+    // When the task was first seen Running, and its restart count then.
+    let mut running_since: Option<(Instant, u32)> = None;
     loop {
         let task = client.task(&task.id.to_string()).await?;
         if (task.state(), task.reason.clone()) != last {
@@ -153,26 +153,23 @@ pub async fn run(
         }
         match task.state() {
             TaskState::Running => {
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string_pretty(&task)?),
-                    Output::Table => {
-                        let node = task.node.as_deref().unwrap_or("?");
-                        let ports = ports(&task);
-                        if ports.is_empty() {
-                            println!("task {} is running on node {node}", task.name);
-                        } else {
-                            println!(
-                                "task {} is running on node {node}; ports {ports}",
-                                task.name
-                            );
-                        }
-                    }
+                let (since, restarts) =
+                    *running_since.get_or_insert((Instant::now(), task.restart_count));
+                if task.restart_count > restarts {
+                    bail!(
+                        "task {} was restarted while it settled: {}",
+                        task.name,
+                        task.reason
+                    );
                 }
-                return Ok(());
+                if since.elapsed() >= wait.settle {
+                    return settled(&task, output);
+                }
             }
             TaskState::Failed => bail!("task {} failed: {}", task.name, task.reason),
+            TaskState::Completed if task.exit_code == Some(0) => return settled(&task, output),
             TaskState::Completed => bail!(
-                "task {} ended before it was seen running: {}",
+                "task {} ended before it settled: {}",
                 task.name,
                 task.reason
             ),
@@ -183,13 +180,49 @@ pub async fn run(
                 "task {} is still {} after {}s: {} (it keeps going; `cube status {}` follows it)",
                 task.name,
                 task.state(),
-                timeout.as_secs(),
+                wait.timeout.as_secs(),
                 task.reason,
                 task.id
             );
         }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// How `cube run --wait` waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// How long the task must run without failing.
+    pub settle: Duration,
+    /// How long to wait in all before giving up.
+    pub timeout: Duration,
+}
+
+/// Prints a task that ran (or ended well) for `cube run --wait`.
+fn settled(task: &Task, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(task)?),
+        Output::Table => {
+            let node = task.node.as_deref().unwrap_or("?");
+            let ports = ports(task);
+            match (task.state(), ports.is_empty()) {
+                (TaskState::Completed, _) => {
+                    println!(
+                        "task {} ran on node {node} and ended: {}",
+                        task.name, task.reason
+                    )
+                }
+                (_, true) => println!("task {} is running on node {node}", task.name),
+                (_, false) => {
+                    println!(
+                        "task {} is running on node {node}; ports {ports}",
+                        task.name
+                    )
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -92,32 +92,8 @@ pub enum Merge {
     Changed(Change),
 }
 
-/// Which tasks a listing wants.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskFilter {
-    /// Only tasks in this state.
-    pub state: Option<TaskState>,
-    /// Only tasks placed on this node.
-    pub node: Option<String>,
-    /// Only tasks of this name.
-    pub name: Option<String>,
-    /// At most this many.
-    pub limit: Option<usize>,
-    /// Only tasks after this cursor (from an earlier page).
-    pub after: Option<String>,
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskPage {
-    /// The tasks, in arrival order.
-    pub tasks: Vec<Task>,
-    /// The cursor of the next page, if there may be more.
-    pub next: Option<String>,
-}
-
 /// Where a task sits in arrival order: its submit time, then its ID.
-type Order = (i64, TaskId);
+pub(super) type Order = (i64, TaskId);
 
 fn order(task: &Task) -> Order {
     let at = task.submit_time.and_then(|t| t.timestamp_nanos_opt());
@@ -127,12 +103,6 @@ fn order(task: &Task) -> Order {
 fn finished_order(task: &Task) -> Order {
     let at = task.finish_time.and_then(|t| t.timestamp_nanos_opt());
     (at.unwrap_or(0), task.id)
-}
-
-/// Reads a listing cursor (`<nanos>.<task id>`).
-fn parse_cursor(cursor: &str) -> Option<Order> {
-    let (at, id) = cursor.split_once('.')?;
-    Some((at.parse().ok()?, id.parse().ok()?))
 }
 
 /// The task book.
@@ -458,122 +428,6 @@ impl TaskBook {
             .filter(|id| !self.unwritten.is_writing(id))
             .collect()
     }
-
-    /// Pending tasks that may be placed at `now` (not under way, not backing off), oldest first.
-    pub fn pending_ready(&self, now: Instant) -> Vec<TaskId> {
-        let Some(pending) = self.by_state.get(&TaskState::Pending) else {
-            return Vec::new();
-        };
-        pending
-            .iter()
-            .map(|(_, id)| *id)
-            .filter(|id| !self.in_flight.contains(id))
-            .filter(|id| self.backoff.get(id).is_none_or(|(at, _)| now >= *at))
-            .collect()
-    }
-
-    /// Tasks Scheduled on `node` whose delivery is not under way.
-    pub fn scheduled_on(&self, node: &str) -> Vec<Task> {
-        let Some(on_node) = self.by_node.get(node) else {
-            return Vec::new();
-        };
-        on_node
-            .iter()
-            .filter_map(|(_, id)| self.tasks.get(id))
-            .filter(|t| t.state() == TaskState::Scheduled && !self.in_flight.contains(&t.id))
-            .cloned()
-            .collect()
-    }
-
-    /// Marks a task's placement or delivery as under way (`true`) or over.
-    pub fn set_in_flight(&mut self, id: TaskId, in_flight: bool) {
-        if in_flight {
-            self.in_flight.insert(id);
-        } else {
-            self.in_flight.remove(&id);
-        }
-    }
-
-    /// Whether a task's placement or delivery is under way.
-    pub fn is_in_flight(&self, id: &TaskId) -> bool {
-        self.in_flight.contains(id)
-    }
-
-    /// A node failed to take the task: it is not placed again before the returned wait.
-    pub fn back_off(&mut self, id: TaskId, now: Instant) -> Duration {
-        let (at, backoff) = self
-            .backoff
-            .entry(id)
-            .or_insert_with(|| (now, Backoff::new(FIRST_BACKOFF, MAX_BACKOFF)));
-        let wait = backoff.next_wait();
-        *at = now + wait;
-        wait
-    }
-
-    /// The task was delivered (or stopped): no back-off any more.
-    pub fn clear_backoff(&mut self, id: &TaskId) {
-        self.backoff.remove(id);
-    }
-
-    /// Capacity may have appeared (a node joined or came back): every task may try again now.
-    pub fn clear_backoffs(&mut self) {
-        self.backoff.clear();
-    }
-
-    /// A page of tasks matching `filter`, in arrival order. The work is proportional to the
-    /// smallest index that applies, not to the whole history.
-    pub fn query(&self, filter: &TaskFilter) -> Result<TaskPage, String> {
-        let after = match &filter.after {
-            Some(c) => Some(parse_cursor(c).ok_or_else(|| format!("`{c}` is not a cursor"))?),
-            None => None,
-        };
-        let empty = BTreeSet::new();
-        let mut candidates = vec![&self.all];
-        if let Some(state) = filter.state {
-            candidates.push(self.by_state.get(&state).unwrap_or(&empty));
-        }
-        if let Some(node) = &filter.node {
-            candidates.push(self.by_node.get(node).unwrap_or(&empty));
-        }
-        if let Some(name) = &filter.name {
-            candidates.push(self.by_name.get(name).unwrap_or(&empty));
-        }
-        let smallest = candidates
-            .into_iter()
-            .min_by_key(|c| c.len())
-            .unwrap_or(&empty);
-        let limit = filter.limit.unwrap_or(usize::MAX);
-        let range = match after {
-            Some(after) => {
-                smallest.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-            }
-            None => smallest.range(..),
-        };
-        let mut tasks = Vec::new();
-        let mut last = None;
-        for key in range {
-            if tasks.len() == limit {
-                return Ok(TaskPage {
-                    tasks,
-                    next: last.map(|(at, id): Order| format!("{at}.{id}")),
-                });
-            }
-            let Some(task) = self.get(&key.1) else {
-                continue;
-            };
-            let matches = filter.state.is_none_or(|s| task.state() == s)
-                && filter
-                    .node
-                    .as_ref()
-                    .is_none_or(|n| task.node.as_ref() == Some(n))
-                && filter.name.as_ref().is_none_or(|n| &task.name == n);
-            if matches {
-                tasks.push(task.clone());
-                last = Some(*key);
-            }
-        }
-        Ok(TaskPage { tasks, next: None })
-    }
 }
 
 fn remove_from<K: std::hash::Hash + Eq>(
@@ -596,6 +450,11 @@ fn not_from(task: &Task, to: TaskState) -> crate::task::InvalidTransition {
         to,
     }
 }
+
+mod placing;
+mod query;
+
+pub use query::{TaskFilter, TaskPage};
 
 #[cfg(test)]
 mod tests;

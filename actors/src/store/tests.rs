@@ -222,3 +222,48 @@ impl Record for NotATask {
 fn event_as_task_shape() -> NotATask {
     NotATask { id: "x".into() }
 }
+
+#[actix_rt::test]
+async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_intact() {
+    // Written by the store of format version 1 (commit ca4565c): three tasks (Pending,
+    // Scheduled, Running), their three submission events and one remote node.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture.join("data.mdb"), dir.path().join("data.mdb")).unwrap();
+    let store = Store::lmdb(dir.path()).unwrap();
+    let tasks: Vec<Task> = store.send(List::all()).await.unwrap().unwrap();
+    let states: Vec<(String, TaskState)> =
+        tasks.iter().map(|t| (t.name.clone(), t.state())).collect();
+    assert_eq!(
+        states,
+        [
+            ("fixture-0".to_string(), TaskState::Pending),
+            ("fixture-1".to_string(), TaskState::Scheduled),
+            ("fixture-2".to_string(), TaskState::Running),
+        ]
+    );
+    assert_eq!(tasks[2].container_id, "abcdef0123456789");
+    assert_eq!(tasks[1].node.as_deref(), Some("node-1"));
+    let nodes: Vec<crate::node::Node> = store.send(List::all()).await.unwrap().unwrap();
+    assert_eq!(nodes[0].address, "http://127.0.0.1:5556");
+    assert_eq!(
+        store
+            .send(Count::<TaskEvent>::all())
+            .await
+            .unwrap()
+            .unwrap(),
+        3
+    );
+    // The events are now keyed by their task: removing a task's events by prefix works.
+    let prefix = format!("{}/", tasks[0].id);
+    let ops = vec![Op::delete_prefix::<TaskEvent>(prefix)];
+    store.send(Batch(ops)).await.unwrap().unwrap();
+    let events: Vec<TaskEvent> = store.send(List::all()).await.unwrap().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.task.id != tasks[0].id));
+    store.send(Close).await.unwrap();
+    // Reopened, it is of the current version and needs no migration.
+    let store = Store::lmdb(dir.path()).unwrap();
+    let again: Vec<Task> = store.send(List::all()).await.unwrap().unwrap();
+    assert_eq!(again.len(), 3);
+}
