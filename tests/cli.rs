@@ -293,3 +293,53 @@ fn help_and_completions() {
         );
     }
 }
+
+/// status filters by state and node; rm removes finished tasks (and refuses a running one);
+/// prune removes the rest and says how many.
+#[test]
+fn status_filters_rm_and_prune() {
+    let (up, _dir) = cluster();
+    let m = up.base.as_str();
+    for name in ["a", "b", "c"] {
+        ok(
+            m,
+            &[
+                "run",
+                "--image",
+                "cube/echo:latest",
+                "--name",
+                name,
+                "--wait",
+                "--settle",
+                "0",
+            ],
+        );
+    }
+    ok(m, &["stop", "a"]);
+    ok(m, &["stop", "b"]);
+    let completed = ok(m, &["status", "--state", "Completed", "-o", "json"]);
+    let completed: Value = serde_json::from_str(&completed).unwrap();
+    let names: Vec<&str> = completed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let running: Value =
+        serde_json::from_str(&ok(m, &["status", "--state", "Running", "-o", "json"])).unwrap();
+    let node = running[0]["Node"].as_str().unwrap().to_string();
+    let on_node: Value =
+        serde_json::from_str(&ok(m, &["status", "--node", &node, "-o", "json"])).unwrap();
+    assert!(on_node.as_array().unwrap().iter().any(|t| t["Name"] == "c"));
+
+    let err = fails(m, &["rm", "c"]);
+    assert!(err.contains("stop it first"), "{err}");
+    let out = ok(m, &["rm", "a"]);
+    assert!(out.contains("(a) removed"), "{out}");
+    let out = ok(m, &["prune"]);
+    assert!(out.contains("removed 1 finished tasks"), "{out}");
+    let left: Value = serde_json::from_str(&ok(m, &["status", "-o", "json"])).unwrap();
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["Name"], "c");
+}
