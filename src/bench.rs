@@ -1,9 +1,9 @@
 //! `cube bench` (hidden): the load harness. It starts what it measures in this process, on the
 //! simulated runtime, and reports figures against a baseline measured in the same run:
 //!
-//! - **Submissions**: an all-in-one cluster on LMDB takes `POST /tasks` from `connections`
-//!   concurrent clients for `seconds`, fresh, then again once `history` finished tasks are kept
-//!   (the retention keeps them all); it prints both rates and their ratio.
+//! - **Submissions**: all-in-one clusters on LMDB take `POST /tasks` from `connections`
+//!   concurrent clients for `seconds`: fresh ones, and one that keeps `history` finished tasks
+//!   (the retention keeps them all), measured in turns; it prints both rates and their ratio.
 //! - **Sync size**: a worker served over HTTP; the bytes of one sync that carries one change, with
 //!   no history and with `history` finished tasks behind it, and with `running` tasks running.
 //!
@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Running tasks on the worker for the last sync.
     #[arg(long, default_value_t = 1000)]
     pub running: usize,
+    /// The cluster's store (the default, LMDB, is what `cube up` runs on).
+    #[arg(long, value_enum, default_value = "lmdb")]
+    pub store: StoreChoice,
     /// Where the cluster keeps its data (a fresh directory under the system's temp dir if unset;
     /// removed afterwards).
     #[arg(long)]
@@ -135,59 +138,68 @@ async fn wait_completed(base: &str, n: usize) -> anyhow::Result<()> {
     }
 }
 
-/// Submission rates, fresh and with history.
-async fn submissions(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+/// Starts an all-in-one cluster on the simulated runtime in `dir` that keeps every finished
+/// task; its URL.
+async fn bench_cluster(args: &BenchArgs, dir: &std::path::Path, prefix: &str) -> anyhow::Result<String> {
     let mut settings = ClusterSettings::default();
     settings.workers = args.workers;
     settings.runtime = RuntimeChoice::Sim;
-    settings.store = StoreChoice::Lmdb;
-    settings.data_dir = dir.join("cluster");
-    settings.node_prefix = "bench".into();
+    settings.store = args.store;
+    settings.manager.store = args.store;
+    settings.data_dir = dir.to_path_buf();
+    settings.node_prefix = prefix.into();
     settings.manager.listen = "127.0.0.1:0".into();
-    settings.manager.data_dir = dir.join("cluster").join("manager");
+    settings.manager.data_dir = dir.join("manager");
     settings.manager.retain_finished = usize::MAX;
     settings.manager.retain_finished_secs = 365 * 24 * 3600;
     settings.manager.max_in_flight = 4096;
     let cluster = start_cluster(&settings).await?;
     actix_web::rt::spawn(cluster.manager.server);
-    let base = format!("http://{}", cluster.manager.addr);
-    let url = format!("{base}/tasks");
+    Ok(format!("http://{}", cluster.manager.addr))
+}
+
+/// The submission rate to the cluster at `base` during one phase.
+async fn rate(args: &BenchArgs, base: &str, prefix: &str) -> anyhow::Result<f64> {
     let phase = Duration::from_secs(args.seconds);
+    let url = format!("{base}/tasks");
+    let done = submit_until(&url, args.connections, Instant::now() + phase, usize::MAX, prefix);
+    Ok(done.await? as f64 / phase.as_secs_f64())
+}
 
-    let fresh = submit_until(
-        &url,
-        args.connections,
-        Instant::now() + phase,
-        usize::MAX,
-        "fresh",
-    )
-    .await? as f64
-        / phase.as_secs_f64();
-    println!("submissions, fresh cluster:       {fresh:>9.0} tasks/s");
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
 
-    // Fill the history (not timed), then measure again with all of it kept.
+/// Submission rates, fresh and with history: a cluster is filled with `history` finished tasks
+/// (not timed); then, `ROUNDS` times, a new fresh cluster and the loaded one are measured one
+/// after the other, so that both see the same machine. The medians are compared.
+async fn submissions(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    const ROUNDS: usize = 3;
+    let loaded = bench_cluster(args, &dir.join("loaded"), "loaded").await?;
     let far = Instant::now() + Duration::from_secs(3600);
-    let have = (fresh * phase.as_secs_f64()) as usize;
-    let more = args.history.saturating_sub(have);
-    submit_until(&url, args.connections, far, more, "history").await?;
-    wait_completed(&base, args.history).await?;
-    let with_history = submit_until(
-        &url,
-        args.connections,
-        Instant::now() + phase,
-        usize::MAX,
-        "loaded",
-    )
-    .await? as f64
-        / phase.as_secs_f64();
+    submit_until(&format!("{loaded}/tasks"), args.connections, far, args.history, "history")
+        .await?;
+    wait_completed(&loaded, args.history).await?;
+    let (mut fresh_rates, mut loaded_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let fresh = bench_cluster(args, &dir.join(format!("fresh-{round}")), &format!("f{round}"))
+            .await?;
+        fresh_rates.push(rate(args, &fresh, &format!("fresh{round}")).await?);
+        loaded_rates.push(rate(args, &loaded, &format!("loaded{round}")).await?);
+    }
+    let (fresh, with_history) = (median(fresh_rates.clone()), median(loaded_rates.clone()));
+    let show = |xs: &[f64]| xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
     println!(
-        "submissions, {:>6} finished kept: {with_history:>9.0} tasks/s",
-        args.history
+        "submissions, fresh cluster:       {fresh:>9.0} tasks/s (median of {})",
+        show(&fresh_rates)
     );
     println!(
-        "ratio (with history / fresh):      {:>9.2}",
-        with_history / fresh
+        "submissions, {:>6}+ finished kept: {with_history:>8.0} tasks/s (median of {})",
+        args.history,
+        show(&loaded_rates)
     );
+    println!("ratio (with history / fresh):      {:>9.2}", with_history / fresh);
     Ok((fresh, with_history))
 }
 
@@ -230,17 +242,34 @@ async fn head(client: &awc::Client, base: &str) -> anyhow::Result<(String, u64)>
     Ok((epoch, full["Revision"].as_u64().context("no revision")?))
 }
 
-/// Submits `event` to the worker and returns the bytes of the next sync from the head before.
+/// Waits until the worker's feed stands still (every task started or ended).
+async fn at_rest(client: &awc::Client, base: &str) -> anyhow::Result<()> {
+    let mut last = head(client, base).await?;
+    loop {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let now = head(client, base).await?;
+        if now == last {
+            return Ok(());
+        }
+        last = now;
+    }
+}
+
+/// Submits `event` to the worker and returns the bytes and task count of the next sync from
+/// the head before (once the task has started).
 async fn one_change_sync(
     client: &awc::Client,
     base: &str,
     event: &TaskEvent,
 ) -> anyhow::Result<(usize, usize)> {
+    at_rest(client, base).await?;
     let (epoch, revision) = head(client, base).await?;
     let r = client.post(format!("{base}/tasks")).send_json(event).await;
     if !r.map_err(|e| anyhow::anyhow!("{e}"))?.status().is_success() {
         bail!("the worker refused a task");
     }
+    // The start and the Running state may come as one change or two; take both.
+    at_rest(client, base).await?;
     let (bytes, reply) = sync(client, base, Some((&epoch, revision))).await?;
     let tasks = reply["Tasks"].as_array().map_or(0, Vec::len);
     Ok((bytes, tasks))

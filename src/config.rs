@@ -65,7 +65,7 @@ pub struct WorkerSettings {
     pub name: String,
     /// Where tasks are kept.
     pub store: StoreChoice,
-    /// Data directory; empty means `./data/<name>`.
+    /// Data directory; empty means a per-user one (see [`WorkerSettings::resolved_data_dir`]).
     pub data_dir: PathBuf,
     /// Largest size of the LMDB data file, in MiB.
     pub store_map_size_mib: usize,
@@ -131,13 +131,19 @@ impl WorkerSettings {
         format!("worker-{host}")
     }
 
-    /// The data directory, or `./data/<name>` when none is set.
+    /// The data directory; when none is set, a per-user one that does not depend on where the
+    /// worker was started: `$XDG_DATA_HOME/cube/<name>`, else `~/.local/share/cube/<name>`
+    /// (`./data/<name>` only when neither variable is set).
     pub fn resolved_data_dir(&self) -> PathBuf {
-        if self.data_dir.as_os_str().is_empty() {
-            PathBuf::from("data").join(self.resolved_name())
-        } else {
-            self.data_dir.clone()
+        if !self.data_dir.as_os_str().is_empty() {
+            return self.data_dir.clone();
         }
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let base = var("XDG_DATA_HOME")
+            .or_else(|| var("HOME").map(|home| home.join(".local").join("share")))
+            .map(|dir| dir.join("cube"))
+            .unwrap_or_else(|| PathBuf::from("data"));
+        base.join(self.resolved_name())
     }
 }
 

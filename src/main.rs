@@ -341,7 +341,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Up(args) => {
             let settings = args.settings()?;
-            actix_web::rt::System::new().block_on(async move {
+            let docker = settings.runtime == cube::config::RuntimeChoice::Docker;
+            let prefix = settings.node_prefix.clone();
+            let served = actix_web::rt::System::new().block_on(async move {
                 let cluster = cube::serve::start_cluster(&settings).await?;
                 println!(
                     "cube cluster up: manager listening on http://{} with nodes {}",
@@ -353,7 +355,17 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     .server
                     .await
                     .context("manager HTTP server failed")
-            })
+            });
+            if docker {
+                eprintln!(
+                    "cube up stopped. Its tasks' containers keep running (labelled \
+                     cube.worker={prefix}-N): `cube up` again takes them back, its state is on \
+                     disk. To stop them first, `cube stop` each task (or `cube status` to list \
+                     them) before Ctrl-C; to remove every Cube container on this engine: \
+                     docker rm -f $(docker ps -aq --filter label=cube.managed=true)"
+                );
+            }
+            served
         }
     }
 }

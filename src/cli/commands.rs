@@ -40,10 +40,10 @@ pub async fn rm(
         }
     }
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&removed)?),
+        Output::Json => crate::out!("{}", serde_json::to_string_pretty(&removed)?),
         Output::Table => {
             for task in &removed {
-                println!("task {} ({}) removed", task.id, task.name);
+                crate::out!("task {} ({}) removed", task.id, task.name);
             }
         }
     }
@@ -57,8 +57,8 @@ pub async fn rm(
 pub async fn prune(client: &ManagerClient, output: Output) -> anyhow::Result<()> {
     let removed = client.prune().await?;
     match output {
-        Output::Json => println!("{}", serde_json::json!({ "Removed": removed })),
-        Output::Table => println!("removed {removed} finished tasks"),
+        Output::Json => crate::out!("{}", serde_json::json!({ "Removed": removed })),
+        Output::Table => crate::out!("removed {removed} finished tasks"),
     }
     Ok(())
 }
@@ -68,8 +68,8 @@ pub async fn stop(client: &ManagerClient, reference: &str, output: Output) -> an
     let task = client.resolve(reference).await?;
     let stopped = client.stop(&task.id.to_string()).await?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&stopped)?),
-        Output::Table => println!(
+        Output::Json => crate::out!("{}", serde_json::to_string_pretty(&stopped)?),
+        Output::Table => crate::out!(
             "task {} ({}) stopped: {}",
             stopped.id,
             stopped.name,
@@ -109,7 +109,7 @@ pub async fn status(
     if let Some(reference) = reference {
         let task = client.resolve(reference).await?;
         match output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&task)?),
+            Output::Json => crate::out!("{}", serde_json::to_string_pretty(&task)?),
             Output::Table => {
                 let fields: [(&str, String); 14] = [
                     ("ID", task.id.to_string()),
@@ -146,7 +146,7 @@ pub async fn status(
                     ),
                 ];
                 for (key, value) in fields {
-                    println!("{:<10} {value}", format!("{key}:"));
+                    crate::out!("{:<10} {value}", format!("{key}:"));
                 }
             }
         }
@@ -154,7 +154,7 @@ pub async fn status(
     }
     let tasks = client.tasks(filter).await?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&tasks)?),
+        Output::Json => crate::out!("{}", serde_json::to_string_pretty(&tasks)?),
         Output::Table => {
             let rows: Vec<Vec<String>> = tasks
                 .iter()
@@ -171,7 +171,7 @@ pub async fn status(
                     ]
                 })
                 .collect();
-            print!(
+            crate::out_raw!(
                 "{}",
                 table::render(
                     &[
@@ -186,8 +186,14 @@ pub async fn status(
 }
 
 fn node_row(n: &NodeReport) -> Vec<String> {
+    // Nodes of one `cube up` share the machine: their CPU figure is the machine's, and says so.
+    let whose = if n.address == cube_actors::node::LOCAL_ADDRESS {
+        "machine "
+    } else {
+        ""
+    };
     let usage = n.stats.as_ref().map_or(String::new(), |s| {
-        format!(" ({}% busy)", s.cpu.usage_percent.round())
+        format!(" ({whose}{}% busy)", s.cpu.usage_percent.round())
     });
     vec![
         n.name.clone(),
@@ -216,10 +222,10 @@ fn node_row(n: &NodeReport) -> Vec<String> {
 pub async fn node(client: &ManagerClient, output: Output) -> anyhow::Result<()> {
     let nodes = client.nodes().await?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
+        Output::Json => crate::out!("{}", serde_json::to_string_pretty(&nodes)?),
         Output::Table => {
             let rows: Vec<Vec<String>> = nodes.iter().map(node_row).collect();
-            print!(
+            crate::out_raw!(
                 "{}",
                 table::render(
                     &[
@@ -253,11 +259,11 @@ pub async fn logs(
     if !follow {
         let text = client.logs(&id, tail, None, false).await?;
         match output {
-            Output::Json => println!(
+            Output::Json => crate::out!(
                 "{}",
                 serde_json::to_string_pretty(&text.lines().collect::<Vec<_>>())?
             ),
-            Output::Table => print!("{text}"),
+            Output::Table => crate::out_raw!("{text}"),
         }
         return Ok(());
     }
@@ -293,8 +299,8 @@ pub async fn logs(
             shown_at_last.insert(body.to_string(), ());
             last = Some(time);
             match output {
-                Output::Json => println!("{}", serde_json::json!({"Time": time, "Line": body})),
-                Output::Table => println!("{body}"),
+                Output::Json => crate::out!("{}", serde_json::json!({"Time": time, "Line": body})),
+                Output::Table => crate::out!("{body}"),
             }
         }
         if ended {

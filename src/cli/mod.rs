@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod commands;
+pub mod output;
 pub mod run;
 pub mod table;

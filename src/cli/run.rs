@@ -125,8 +125,8 @@ pub async fn run(
     let task = client.submit(&event).await?;
     let Some(wait) = wait else {
         match output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&task)?),
-            Output::Table => println!(
+            Output::Json => crate::out!("{}", serde_json::to_string_pretty(&task)?),
+            Output::Table => crate::out!(
                 "task {} ({}) submitted: {}",
                 task.id,
                 task.name,
@@ -136,8 +136,8 @@ pub async fn run(
         return Ok(());
     };
     if output == Output::Table {
-        println!("task {} ({}) submitted", task.id, task.name);
-        println!("  {}: {}", task.state(), task.reason);
+        crate::out!("task {} ({}) submitted", task.id, task.name);
+        crate::out!("  {}: {}", task.state(), task.reason);
     }
     let deadline = Instant::now() + wait.timeout;
     let mut last = (task.state(), task.reason.clone());
@@ -148,7 +148,7 @@ pub async fn run(
         if (task.state(), task.reason.clone()) != last {
             last = (task.state(), task.reason.clone());
             if output == Output::Table {
-                println!("  {}: {}", task.state(), task.reason);
+                crate::out!("  {}: {}", task.state(), task.reason);
             }
         }
         match task.state() {
@@ -201,20 +201,20 @@ pub struct Wait {
 /// Prints a task that ran (or ended well) for `cube run --wait`.
 fn settled(task: &Task, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(task)?),
+        Output::Json => crate::out!("{}", serde_json::to_string_pretty(task)?),
         Output::Table => {
             let node = task.node.as_deref().unwrap_or("?");
             let ports = ports(task);
             match (task.state(), ports.is_empty()) {
                 (TaskState::Completed, _) => {
-                    println!(
+                    crate::out!(
                         "task {} ran on node {node} and ended: {}",
                         task.name, task.reason
                     )
                 }
-                (_, true) => println!("task {} is running on node {node}", task.name),
+                (_, true) => crate::out!("task {} is running on node {node}", task.name),
                 (_, false) => {
-                    println!(
+                    crate::out!(
                         "task {} is running on node {node}; ports {ports}",
                         task.name
                     )

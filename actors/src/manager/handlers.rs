@@ -99,6 +99,7 @@ impl Manager {
                 Ok(change) => {
                     act.scheduler.do_send(Release(id));
                     let task = change.after.clone().expect("a stop keeps the task");
+                    log::info!("task {id} ({}) stopped by user", task.name);
                     Either::Left(act.commit(change).map(move |res, _, _| res.map(|()| task)))
                 }
                 Err(e) => Either::Right(fut::ready(Err(e))),
@@ -149,6 +150,7 @@ impl Handler<Purge> for Manager {
                 None => false,
             };
             if removed {
+                log::info!("task {id} ({}) removed", task.name);
                 Ok(task)
             } else {
                 Err(ManagerError::Conflict(format!(
@@ -198,7 +200,9 @@ impl Handler<Prune> for Manager {
             .collect();
         Box::pin(async move {
             let done = join_all(writes).await;
-            Ok(done.into_iter().filter(|r| *r == Ok(true)).count())
+            let removed = done.into_iter().filter(|r| *r == Ok(true)).count();
+            log::info!("pruned {removed} finished tasks on request");
+            Ok(removed)
         })
     }
 }

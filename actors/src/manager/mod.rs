@@ -34,7 +34,7 @@ use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
 use crate::resources::Resources;
 use crate::scheduler::Algorithm;
 use crate::scheduler::actor::{Reserve, SchedulerActor, UpsertNode};
-use crate::store::{Batch, List, Op, Put, Store, StoreError, event_key};
+use crate::store::{Batch, List, Op, Put, Store, StoreError, events_of};
 use crate::task::{InvalidTask, InvalidTransition, Task, TaskEvent, TaskId};
 use crate::worker::WorkerError;
 use book::TaskBook;
@@ -189,19 +189,40 @@ impl Manager {
         }))
     }
 
-    /// Writes `change` (the task, or its removal with its events) in one commit; once durable,
-    /// readers may see it. Resolves with the task as changed.
+    /// Writes `change` in one commit; once durable, readers may see it. A removal is written
+    /// by [`Manager::commit_removal`].
     fn commit(
         &mut self,
         change: Change,
     ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
         let ops = match &change.after {
             Some(task) => Op::put(task).map(|op| vec![op]),
-            None => Ok(vec![
-                Op::delete::<Task>(change.task),
-                Op::delete_prefix::<TaskEvent>(format!("{}/", change.task)),
-            ]),
+            None => Err(StoreError::Backend {
+                operation: "encode",
+                reason: format!("the removal of task {} was not given its task", change.task),
+            }),
         };
+        self.write(change, ops)
+    }
+
+    /// Writes the removal of `task` (with its events) in one commit.
+    fn commit_removal(
+        &mut self,
+        change: Change,
+        task: &Task,
+    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
+        let ops = vec![
+            Op::delete::<Task>(crate::store::Record::key(task)),
+            Op::delete_prefix::<TaskEvent>(events_of(task)),
+        ];
+        self.write(change, Ok(ops))
+    }
+
+    fn write(
+        &mut self,
+        change: Change,
+        ops: Result<Vec<Op>, StoreError>,
+    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
         let store = self.store.clone();
         async move { Ok(store.send(Batch(ops?)).await??) }
             .into_actor(self)
@@ -236,10 +257,6 @@ impl Manager {
         let task = change.after.clone().expect("an admission has a task");
         let mut event = event;
         event.task = task.clone();
-        debug_assert_eq!(
-            event_key(task.id, event.id),
-            crate::store::Record::key(&event)
-        );
         let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&task)?]));
         let store = self.store.clone();
         async move { Ok(store.send(Batch(ops?)).await??) }

@@ -204,7 +204,7 @@ impl Manager {
         let task = self.book.working(&id).cloned()?;
         let change = self.book.remove(id).ok()?;
         let (done, written) = tokio::sync::oneshot::channel();
-        let write = self.commit(change);
+        let write = self.commit_removal(change, &task);
         ctx.spawn(write.map(move |res, act, ctx| {
             let ok = res.is_ok();
             let _ = done.send(ok);

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use heed::types::{Bytes, Str};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 
-use super::{Backend, StoreError, Table, WriteOp};
+use super::{Backend, Record, StoreError, Table, WriteOp};
 
 /// The version of the on-disk layout. An older directory is migrated when opened (see
 /// [`LmdbBackend::migrate`]); a newer one is refused.
 ///
-/// - 1: tasks, events (keyed by event id) and nodes.
-/// - 2: events keyed `<task id>/<event id>`, so that a task's events go with it; `meta` may also
-///   hold a worker's feed head.
+/// - 1: tasks (keyed by task id), events (keyed by event id) and nodes.
+/// - 2: tasks keyed `<submit time>.<task id>` and events `<task key>/<event id>`, in arrival
+///   order (see the `Record` impls); `meta` may also hold a worker's feed head.
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The key in the `meta` database that holds [`FORMAT_VERSION`].
@@ -113,45 +113,38 @@ impl LmdbBackend {
     fn migrate(&self, from: u32) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(|e| self.fail("write", e))?;
         if from < 2 {
-            let events = self.db(Table::Events);
-            let old: Vec<(String, Vec<u8>)> = events
-                .iter(&wtxn)
-                .map_err(|e| self.fail("read", e))?
-                .map(|item| item.map(|(k, v)| (k.to_string(), v.to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.fail("read", e))?;
-            for (key, value) in old {
-                if key.contains('/') {
-                    continue;
-                }
-                let task = serde_json::from_slice::<serde_json::Value>(&value)
-                    .ok()
-                    .and_then(|v| v["Task"]["ID"].as_str().map(str::to_string))
-                    .ok_or_else(|| StoreError::Corrupt {
-                        table: Table::Events,
-                        key: key.clone(),
-                        reason: "an event without a task ID cannot be migrated".into(),
-                    })?;
-                events
-                    .delete(&mut wtxn, &key)
-                    .map_err(|e| self.fail("write", e))?;
-                events
-                    .put(&mut wtxn, &format!("{task}/{key}"), &value)
-                    .map_err(|e| self.fail("write", e))?;
-            }
+            self.rekey::<crate::task::Task>(&mut wtxn)?;
+            self.rekey::<crate::task::TaskEvent>(&mut wtxn)?;
         }
         self.meta
-            .put(
-                &mut wtxn,
-                VERSION_KEY,
-                FORMAT_VERSION.to_string().as_bytes(),
-            )
+            .put(&mut wtxn, VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())
             .map_err(|e| self.fail("write", e))?;
         wtxn.commit().map_err(|e| self.fail("commit", e))?;
         log::info!(
             "store at {}: migrated from format version {from} to {FORMAT_VERSION}",
             self.path.display()
         );
+        Ok(())
+    }
+
+    /// Stores every record of `R` under its current key ([`Record::key`]).
+    fn rekey<R: Record>(&self, wtxn: &mut heed::RwTxn) -> Result<(), StoreError> {
+        let db = self.db(R::TABLE);
+        let old: Vec<(String, Vec<u8>)> = db
+            .iter(wtxn)
+            .map_err(|e| self.fail("read", e))?
+            .map(|item| item.map(|(k, v)| (k.to_string(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.fail("read", e))?;
+        for (key, value) in old {
+            let record: R = super::decode(&key, &value)?;
+            let new_key = record.key();
+            if new_key != key {
+                db.delete(wtxn, &key).map_err(|e| self.fail("write", e))?;
+                db.put(wtxn, &new_key, &value)
+                    .map_err(|e| self.fail("write", e))?;
+            }
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::{Record, Store, StoreError, WriteOp};
 
-pub(super) fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
+pub(crate) fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table: R::TABLE,
         key: key.to_string(),

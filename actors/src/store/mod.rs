@@ -124,24 +124,29 @@ pub trait Record: Serialize + DeserializeOwned + Send + Unpin + 'static {
     fn key(&self) -> String;
 }
 
+/// Tasks are keyed `<submit time, 16 hex digits of nanoseconds>.<task id>`: in arrival order, so
+/// that the tasks being written (the recent ones) share the last pages of the table and a commit
+/// dirties few pages however long the history is. A task's submit time never changes.
 impl Record for crate::task::Task {
     const TABLE: Table = Table::Tasks;
     fn key(&self) -> String {
-        self.id.to_string()
+        let nanos = self.submit_time.and_then(|t| t.timestamp_nanos_opt());
+        format!("{:016x}.{}", nanos.unwrap_or(0).max(0), self.id)
     }
 }
 
-/// Events are keyed `<task id>/<event id>`, so a task's events are removed with it (by prefix).
+/// Events are keyed `<task key>/<event id>`: in arrival order too, and a task's events are
+/// removed with it (by prefix, see [`events_of`]).
 impl Record for crate::task::TaskEvent {
     const TABLE: Table = Table::Events;
     fn key(&self) -> String {
-        event_key(self.task.id, self.id)
+        format!("{}/{}", self.task.key(), self.id)
     }
 }
 
-/// The key of event `event` of task `task`.
-pub fn event_key(task: crate::task::TaskId, event: uuid::Uuid) -> String {
-    format!("{task}/{event}")
+/// The key prefix of the events of `task`.
+pub fn events_of(task: &crate::task::Task) -> String {
+    format!("{}/", task.key())
 }
 
 impl Record for crate::node::Node {
@@ -329,6 +334,7 @@ impl Store {
 
 mod messages;
 
+use messages::decode;
 pub use messages::*;
 
 #[cfg(test)]

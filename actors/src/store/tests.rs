@@ -20,7 +20,7 @@ async fn basic_suite(store: Addr<Store>) {
     store.send(Put(a.clone())).await.unwrap().unwrap();
     store.send(Put(b.clone())).await.unwrap().unwrap();
     assert_eq!(
-        store.send(Get::<Task>::new(a.id)).await.unwrap().unwrap(),
+        store.send(Get::<Task>::new(a.key())).await.unwrap().unwrap(),
         Some(a.clone())
     );
     assert_eq!(
@@ -46,7 +46,7 @@ async fn basic_suite(store: Addr<Store>) {
     assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 2);
 
     store
-        .send(Delete::<Task>::new(a.id))
+        .send(Delete::<Task>::new(a.key()))
         .await
         .unwrap()
         .unwrap();
@@ -56,7 +56,7 @@ async fn basic_suite(store: Addr<Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        store.send(Get::<Task>::new(a.id)).await.unwrap().unwrap(),
+        store.send(Get::<Task>::new(a.key())).await.unwrap().unwrap(),
         None
     );
     assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 1);
@@ -122,7 +122,7 @@ async fn lmdb_backend_takes_10k_concurrent_writes_and_keeps_them_after_reopening
     for t in tasks.iter().step_by(997) {
         assert_eq!(
             store
-                .send(Get::<Task>::new(t.id))
+                .send(Get::<Task>::new(t.key()))
                 .await
                 .unwrap()
                 .unwrap()
@@ -254,9 +254,11 @@ async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_inta
             .unwrap(),
         3
     );
-    // The events are now keyed by their task: removing a task's events by prefix works.
-    let prefix = format!("{}/", tasks[0].id);
-    let ops = vec![Op::delete_prefix::<TaskEvent>(prefix)];
+    // Tasks and events are now keyed in arrival order, events under their task's key: reading
+    // a task by its key, and removing a task's events by prefix, work.
+    let by_key = store.send(Get::<Task>::new(tasks[1].key())).await.unwrap().unwrap();
+    assert_eq!(by_key.as_ref(), Some(&tasks[1]));
+    let ops = vec![Op::delete_prefix::<TaskEvent>(events_of(&tasks[0]))];
     store.send(Batch(ops)).await.unwrap().unwrap();
     let events: Vec<TaskEvent> = store.send(List::all()).await.unwrap().unwrap();
     assert_eq!(events.len(), 2);

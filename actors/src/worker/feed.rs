@@ -139,12 +139,18 @@ impl Feed {
                 if durable <= c.revision {
                     return Answer::Nothing;
                 }
-                Answer::Changes(
-                    self.index
-                        .range(c.revision + 1..=durable)
-                        .map(|(_, id)| *id)
-                        .collect(),
-                )
+                // A task changed again since (its newer change not durable yet) is not here: it
+                // comes with that change. If that leaves nothing, there is nothing to say yet.
+                let ids: Vec<TaskId> = self
+                    .index
+                    .range(c.revision + 1..=durable)
+                    .map(|(_, id)| *id)
+                    .collect();
+                if ids.is_empty() {
+                    Answer::Nothing
+                } else {
+                    Answer::Changes(ids)
+                }
             }
             _ => Answer::Full,
         }
@@ -181,6 +187,11 @@ mod tests {
         assert_eq!(feed.answer(at(0)), Answer::Changes(vec![b.id, a.id]));
         assert_eq!(feed.answer(at(2)), Answer::Changes(vec![a.id]));
         assert_eq!(feed.answer(at(3)), Answer::Nothing);
+        // Changed again, not yet durable: the older durable change is not sent on its own.
+        feed.stamp(&mut b);
+        assert_eq!(feed.answer(at(3)), Answer::Nothing);
+        feed.written(4);
+        assert_eq!(feed.answer(at(3)), Answer::Changes(vec![b.id]));
     }
 
     #[test]

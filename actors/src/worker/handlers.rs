@@ -58,6 +58,9 @@ impl Worker {
     fn admit(&self, task: Task, reason: String) -> Task {
         let mut task = task.admit(TaskState::Scheduled, reason);
         task.node = Some(self.config.name.clone());
+        // Given directly to the worker (the book's way): it arrives now. The submit time orders
+        // the task in the store, and never changes after.
+        task.submit_time = task.submit_time.or_else(|| Some(chrono::Utc::now()));
         task
     }
 }
@@ -189,7 +192,8 @@ impl Handler<ForgetTask> for Worker {
             act.feed.remove(&task);
             act.unwritten.begin(&id, Some(&task));
             // The head goes with the deletion, so revisions never go back after a restart.
-            let ops = Op::put(&act.feed.head()).map(|head| vec![head, Op::delete::<Task>(id)]);
+            let key = crate::store::Record::key(&task);
+            let ops = Op::put(&act.feed.head()).map(|head| vec![head, Op::delete::<Task>(key)]);
             let store = act.store.clone();
             let write = async move { store.send(Batch(ops?)).await? };
             Either::Right(write.into_actor(act).map(move |res, act, _| {

@@ -222,10 +222,14 @@ impl Worker {
             if waiter.reply.is_closed() {
                 continue;
             }
-            if durable > waiter.cursor.revision {
-                let _ = waiter.reply.send(self.sync_reply(Some(waiter.cursor)));
-            } else {
-                self.waiters.push(waiter);
+            let reply = (durable > waiter.cursor.revision)
+                .then(|| self.sync_reply(Some(waiter.cursor)))
+                .filter(|r| !r.tasks.is_empty());
+            match reply {
+                Some(reply) => {
+                    let _ = waiter.reply.send(reply);
+                }
+                None => self.waiters.push(waiter),
             }
         }
     }
