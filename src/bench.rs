@@ -140,14 +140,20 @@ async fn wait_completed(base: &str, n: usize) -> anyhow::Result<()> {
 
 /// Starts an all-in-one cluster on the simulated runtime in `dir` that keeps every finished
 /// task; its URL.
-async fn bench_cluster(args: &BenchArgs, dir: &std::path::Path, prefix: &str) -> anyhow::Result<String> {
-    let mut settings = ClusterSettings::default();
-    settings.workers = args.workers;
-    settings.runtime = RuntimeChoice::Sim;
-    settings.store = args.store;
+async fn bench_cluster(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    prefix: &str,
+) -> anyhow::Result<String> {
+    let mut settings = ClusterSettings {
+        workers: args.workers,
+        runtime: RuntimeChoice::Sim,
+        store: args.store,
+        data_dir: dir.to_path_buf(),
+        node_prefix: prefix.into(),
+        ..ClusterSettings::default()
+    };
     settings.manager.store = args.store;
-    settings.data_dir = dir.to_path_buf();
-    settings.node_prefix = prefix.into();
     settings.manager.listen = "127.0.0.1:0".into();
     settings.manager.data_dir = dir.join("manager");
     settings.manager.retain_finished = usize::MAX;
@@ -162,7 +168,13 @@ async fn bench_cluster(args: &BenchArgs, dir: &std::path::Path, prefix: &str) ->
 async fn rate(args: &BenchArgs, base: &str, prefix: &str) -> anyhow::Result<f64> {
     let phase = Duration::from_secs(args.seconds);
     let url = format!("{base}/tasks");
-    let done = submit_until(&url, args.connections, Instant::now() + phase, usize::MAX, prefix);
+    let done = submit_until(
+        &url,
+        args.connections,
+        Instant::now() + phase,
+        usize::MAX,
+        prefix,
+    );
     Ok(done.await? as f64 / phase.as_secs_f64())
 }
 
@@ -178,18 +190,33 @@ async fn submissions(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<
     const ROUNDS: usize = 3;
     let loaded = bench_cluster(args, &dir.join("loaded"), "loaded").await?;
     let far = Instant::now() + Duration::from_secs(3600);
-    submit_until(&format!("{loaded}/tasks"), args.connections, far, args.history, "history")
-        .await?;
+    submit_until(
+        &format!("{loaded}/tasks"),
+        args.connections,
+        far,
+        args.history,
+        "history",
+    )
+    .await?;
     wait_completed(&loaded, args.history).await?;
     let (mut fresh_rates, mut loaded_rates) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let fresh = bench_cluster(args, &dir.join(format!("fresh-{round}")), &format!("f{round}"))
-            .await?;
+        let fresh = bench_cluster(
+            args,
+            &dir.join(format!("fresh-{round}")),
+            &format!("f{round}"),
+        )
+        .await?;
         fresh_rates.push(rate(args, &fresh, &format!("fresh{round}")).await?);
         loaded_rates.push(rate(args, &loaded, &format!("loaded{round}")).await?);
     }
     let (fresh, with_history) = (median(fresh_rates.clone()), median(loaded_rates.clone()));
-    let show = |xs: &[f64]| xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+    let show = |xs: &[f64]| {
+        xs.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
         "submissions, fresh cluster:       {fresh:>9.0} tasks/s (median of {})",
         show(&fresh_rates)
@@ -199,18 +226,23 @@ async fn submissions(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<
         args.history,
         show(&loaded_rates)
     );
-    println!("ratio (with history / fresh):      {:>9.2}", with_history / fresh);
+    println!(
+        "ratio (with history / fresh):      {:>9.2}",
+        with_history / fresh
+    );
     Ok((fresh, with_history))
 }
 
 /// A worker served over HTTP, and its base URL.
 async fn http_worker(dir: &std::path::Path) -> anyhow::Result<String> {
-    let mut settings = WorkerSettings::default();
-    settings.listen = "127.0.0.1:0".into();
-    settings.name = "bench-worker".into();
-    settings.store = StoreChoice::Lmdb;
-    settings.data_dir = dir.join("worker");
-    settings.runtime = RuntimeChoice::Sim;
+    let settings = WorkerSettings {
+        listen: "127.0.0.1:0".into(),
+        name: "bench-worker".into(),
+        store: StoreChoice::Lmdb,
+        data_dir: dir.join("worker"),
+        runtime: RuntimeChoice::Sim,
+        ..WorkerSettings::default()
+    };
     let worker = start_worker(&settings).await?;
     actix_web::rt::spawn(worker.server);
     Ok(format!("http://{}", worker.addr))

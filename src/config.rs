@@ -138,7 +138,11 @@ impl WorkerSettings {
         if !self.data_dir.as_os_str().is_empty() {
             return self.data_dir.clone();
         }
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let base = var("XDG_DATA_HOME")
             .or_else(|| var("HOME").map(|home| home.join(".local").join("share")))
             .map(|dir| dir.join("cube"))

@@ -175,6 +175,10 @@ pub struct WorkerArgs {
     /// CPU cores offered to tasks (default: all).
     #[arg(long)]
     pub cpu: Option<f64>,
+    /// With --runtime sim: an image the simulated node has (repeat for more); any other image
+    /// fails to start as on a node with no registry. Without it, every image exists.
+    #[arg(long = "sim-image")]
+    pub sim_images: Vec<String>,
     /// Memory offered to tasks, e.g. 4Gi (default: the machine's total).
     #[arg(long)]
     pub memory: Option<Size>,
@@ -209,6 +213,9 @@ impl WorkerArgs {
         }
         if let Some(v) = self.advertise {
             s.advertise = v;
+        }
+        if !self.sim_images.is_empty() {
+            s.sim_images = self.sim_images;
         }
         if let Some(v) = self.cpu {
             s.cpu = v;

@@ -15,7 +15,14 @@ use support::*;
 fn cluster(extra: &[&str]) -> (CubeProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
-        "up", "--runtime", "sim", "--workers", "2", "--listen", "127.0.0.1:0", "--data-dir",
+        "up",
+        "--runtime",
+        "sim",
+        "--workers",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
     ];
     args.push(dir.path().to_str().unwrap());
     args.extend(extra);
@@ -62,12 +69,18 @@ fn run_wait_means_started_and_stayed_up() {
     for after in ["500", "1000", "2000"] {
         let exit_after = format!("EXIT_AFTER_MS={after}");
         let codes = ten_waits(m, &["EXIT_CODE=3", &exit_after]);
-        assert!(codes.iter().all(|c| *c == Some(1)), "failing after {after} ms: {codes:?}");
+        assert!(
+            codes.iter().all(|c| *c == Some(1)),
+            "failing after {after} ms: {codes:?}"
+        );
     }
     let codes = ten_waits(m, &[]);
     assert!(codes.iter().all(|c| *c == Some(0)), "staying up: {codes:?}");
     let codes = ten_waits(m, &["EXIT_CODE=0", "EXIT_AFTER_MS=0"]);
-    assert!(codes.iter().all(|c| *c == Some(0)), "ending well at once: {codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == Some(0)),
+        "ending well at once: {codes:?}"
+    );
 }
 
 /// A read command whose stdout is closed before it writes exits 0 with nothing on stderr.
@@ -75,11 +88,18 @@ fn run_wait_means_started_and_stayed_up() {
 fn read_commands_end_quietly_when_their_reader_is_gone() {
     let (up, _dir) = cluster(&[]);
     let m = up.base.as_str();
-    let out = cube(m, &["run", "--image", "cube/echo:latest", "--name", "piped"])
-        .output()
-        .unwrap();
+    let out = cube(
+        m,
+        &["run", "--image", "cube/echo:latest", "--name", "piped"],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success());
-    for args in [&["status", "-o", "json"][..], &["status", "piped"], &["node"]] {
+    for args in [
+        &["status", "-o", "json"][..],
+        &["status", "piped"],
+        &["node"],
+    ] {
         let mut child = cube(m, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -88,7 +108,12 @@ fn read_commands_end_quietly_when_their_reader_is_gone() {
         drop(child.stdout.take());
         let status = child.wait().unwrap();
         let mut stderr = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         assert_eq!(status.code(), Some(0), "cube {args:?}: {stderr}");
         assert_eq!(stderr, "", "cube {args:?}");
     }
@@ -108,9 +133,13 @@ async fn names_are_unique_among_live_tasks() {
     assert_eq!(post(&url, &named("web")).await.0, 201);
     let (status, body) = post(&url, &named("web")).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["Message"].as_str().unwrap().contains("`web` is taken"), "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().contains("`web` is taken"),
+        "{body}"
+    );
     // Two at once: exactly one wins.
-    let (a, b) = futures_util::future::join(post(&url, &named("race")), post(&url, &named("race"))).await;
+    let (a, b) =
+        futures_util::future::join(post(&url, &named("race")), post(&url, &named("race"))).await;
     let mut codes = [a.0, b.0];
     codes.sort();
     assert_eq!(codes, [201, 409]);
@@ -126,7 +155,10 @@ async fn names_are_unique_among_live_tasks() {
 async fn finished_tasks_show_no_stale_facts() {
     let (up, _dir) = cluster(&[]);
     let url = format!("{}/tasks", up.base);
-    let ev = event("cube/echo:latest", json!({"ExposedPorts": {"7777/tcp": {}}}));
+    let ev = event(
+        "cube/echo:latest",
+        json!({"ExposedPorts": {"7777/tcp": {}}}),
+    );
     let id = ev["Task"]["ID"].as_str().unwrap().to_string();
     assert_eq!(post(&url, &ev).await.0, 201);
     let running = wait_task_state(&format!("{url}/{id}"), "/State", "Running", SETTLE).await;
@@ -160,7 +192,15 @@ fn routine_traffic_stays_out_of_the_log() {
     std::fs::write(&config, "sync_wait_ms = 100\npoll_interval_ms = 100\n").unwrap();
     let worker_log = dir.path().join("worker.log");
     let mut worker = Command::new(env!("CARGO_BIN_EXE_cube"))
-        .args(["worker", "--listen", "127.0.0.1:0", "--runtime", "sim", "--store", "memory"])
+        .args([
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--runtime",
+            "sim",
+            "--store",
+            "memory",
+        ])
         .args(["--name", "quiet"])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -172,7 +212,15 @@ fn routine_traffic_stays_out_of_the_log() {
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     let address = line[line.find("http://").unwrap()..].trim().to_string();
     let manager = CubeProcess::spawn(
-        &["manager", "-c", config.to_str().unwrap(), "--listen", "127.0.0.1:0", "--store", "memory"],
+        &[
+            "manager",
+            "-c",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+        ],
         &[],
     );
     let joined = actix_rt::System::new().block_on(post(
@@ -185,6 +233,13 @@ fn routine_traffic_stays_out_of_the_log() {
     let _ = worker.wait();
     let log = std::fs::read_to_string(&worker_log).unwrap();
     let requests: Vec<&str> = log.lines().filter(|l| l.contains("HTTP/1.1")).collect();
-    assert!(requests.is_empty(), "per-request lines:\n{}", requests.join("\n"));
-    assert!(log.contains("worker quiet started"), "the worker logged its start: {log}");
+    assert!(
+        requests.is_empty(),
+        "per-request lines:\n{}",
+        requests.join("\n")
+    );
+    assert!(
+        log.contains("worker quiet started"),
+        "the worker logged its start: {log}"
+    );
 }

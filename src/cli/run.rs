@@ -209,7 +209,8 @@ fn settled(task: &Task, output: Output) -> anyhow::Result<()> {
                 (TaskState::Completed, _) => {
                     crate::out!(
                         "task {} ran on node {node} and ended: {}",
-                        task.name, task.reason
+                        task.name,
+                        task.reason
                     )
                 }
                 (_, true) => crate::out!("task {} is running on node {node}", task.name),

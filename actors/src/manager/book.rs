@@ -89,7 +89,7 @@ pub enum Merge {
     /// Nothing new.
     Same,
     /// The report changed the task.
-    Changed(Change),
+    Changed(Box<Change>),
 }
 
 /// Where a task sits in arrival order: its submit time, then its ID.
@@ -397,7 +397,7 @@ impl TaskBook {
         if &task == ours {
             return Merge::Same;
         }
-        Merge::Changed(self.propose(task.id, Some(task)))
+        Merge::Changed(Box::new(self.propose(task.id, Some(task))))
     }
 
     /// Removes a finished task (a purge or a prune).

@@ -147,7 +147,7 @@ impl Manager {
                 if finished && change.from.is_some_and(|s| s.is_active()) {
                     self.scheduler.do_send(Release(change.task));
                 }
-                self.commit_later(change, ctx);
+                self.commit_later(*change, ctx);
                 if finished {
                     // Capacity was freed: what waits may fit now.
                     self.place_pending(ctx);

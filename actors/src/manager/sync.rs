@@ -82,14 +82,13 @@ impl Manager {
             }
             .into_actor(act)
             .map(move |cursor, act, ctx| {
-                if !act
+                let Some(entry) = act
                     .nodes
-                    .get(&name)
-                    .is_some_and(|e| e.generation == generation)
-                {
+                    .get_mut(&name)
+                    .filter(|e| e.generation == generation)
+                else {
                     return;
-                }
-                let entry = act.nodes.get_mut(&name).expect("checked above");
+                };
                 entry.syncing = false;
                 match cursor {
                     Some(cursor) => {

@@ -117,7 +117,11 @@ impl LmdbBackend {
             self.rekey::<crate::task::TaskEvent>(&mut wtxn)?;
         }
         self.meta
-            .put(&mut wtxn, VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())
+            .put(
+                &mut wtxn,
+                VERSION_KEY,
+                FORMAT_VERSION.to_string().as_bytes(),
+            )
             .map_err(|e| self.fail("write", e))?;
         wtxn.commit().map_err(|e| self.fail("commit", e))?;
         log::info!(

@@ -20,7 +20,11 @@ async fn basic_suite(store: Addr<Store>) {
     store.send(Put(a.clone())).await.unwrap().unwrap();
     store.send(Put(b.clone())).await.unwrap().unwrap();
     assert_eq!(
-        store.send(Get::<Task>::new(a.key())).await.unwrap().unwrap(),
+        store
+            .send(Get::<Task>::new(a.key()))
+            .await
+            .unwrap()
+            .unwrap(),
         Some(a.clone())
     );
     assert_eq!(
@@ -56,7 +60,11 @@ async fn basic_suite(store: Addr<Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        store.send(Get::<Task>::new(a.key())).await.unwrap().unwrap(),
+        store
+            .send(Get::<Task>::new(a.key()))
+            .await
+            .unwrap()
+            .unwrap(),
         None
     );
     assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 1);
@@ -256,7 +264,11 @@ async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_inta
     );
     // Tasks and events are now keyed in arrival order, events under their task's key: reading
     // a task by its key, and removing a task's events by prefix, work.
-    let by_key = store.send(Get::<Task>::new(tasks[1].key())).await.unwrap().unwrap();
+    let by_key = store
+        .send(Get::<Task>::new(tasks[1].key()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_key.as_ref(), Some(&tasks[1]));
     let ops = vec![Op::delete_prefix::<TaskEvent>(events_of(&tasks[0]))];
     store.send(Batch(ops)).await.unwrap().unwrap();
