@@ -135,14 +135,15 @@ impl WorkerSettings {
     /// worker was started: `$XDG_DATA_HOME/cube/<name>`, else `~/.local/share/cube/<name>`
     /// (`./data/<name>` only when neither variable is set).
     pub fn resolved_data_dir(&self) -> PathBuf {
+        self.data_dir_from(|name| std::env::var_os(name))
+    }
+
+    /// [`WorkerSettings::resolved_data_dir`], with the environment given.
+    fn data_dir_from(&self, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
         if !self.data_dir.as_os_str().is_empty() {
             return self.data_dir.clone();
         }
-        let var = |name| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let var = |name| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let base = var("XDG_DATA_HOME")
             .or_else(|| var("HOME").map(|home| home.join(".local").join("share")))
             .map(|dir| dir.join("cube"))
@@ -267,6 +268,27 @@ pub fn load<T: Default + for<'de> Deserialize<'de>>(path: Option<&Path>) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker's default data directory is per user, not relative to where it was started.
+    #[test]
+    fn a_worker_keeps_its_data_in_a_per_user_directory_by_default() {
+        let settings = WorkerSettings {
+            name: "w1".into(),
+            ..WorkerSettings::default()
+        };
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.into())
+        };
+        let home = settings.data_dir_from(env(&[("HOME", "/home/ada")]));
+        assert_eq!(home, PathBuf::from("/home/ada/.local/share/cube/w1"));
+        let xdg = settings.data_dir_from(env(&[("HOME", "/home/ada"), ("XDG_DATA_HOME", "/data")]));
+        assert_eq!(xdg, PathBuf::from("/data/cube/w1"));
+        let given = WorkerSettings {
+            data_dir: "/srv/cube".into(),
+            ..settings
+        };
+        assert_eq!(given.data_dir_from(env(&[])), PathBuf::from("/srv/cube"));
+    }
 
     /// The shipped worker config parses and says what the defaults say.
     #[test]

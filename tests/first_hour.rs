@@ -243,3 +243,42 @@ fn routine_traffic_stays_out_of_the_log() {
         "the worker logged its start: {log}"
     );
 }
+
+/// Nodes of one `cube up` split the machine's CPU into tidy shares, and `cube node` says their
+/// "% busy" is the machine's.
+#[test]
+fn shares_of_the_machine_are_tidy_and_say_whose_load_they_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let args = [
+        "up",
+        "--runtime",
+        "sim",
+        "--workers",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ];
+    let up = CubeProcess::spawn(&args, &[]);
+    let m = up.base.as_str();
+    let out = cube(m, &["node", "-o", "json"]).output().unwrap();
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for node in nodes.as_array().unwrap() {
+        let cpu = node["Capacity"]["Cpu"].as_f64().unwrap();
+        assert!(cpu.to_string().len() <= 6, "CPU share {cpu} is not rounded");
+    }
+    // The first metrics sample comes within a second or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = cube(m, &["node"]).output().unwrap();
+        let table = String::from_utf8_lossy(&table.stdout).into_owned();
+        if table.contains("busy") {
+            assert!(table.contains("(machine "), "{table}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no metrics: {table}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

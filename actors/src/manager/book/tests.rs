@@ -76,7 +76,7 @@ fn every_change_describes_itself_and_replays_to_the_same_book() {
     };
     book.written(&ran);
     assert_eq!(ran.to, Some(TaskState::Running));
-    log.push(ran);
+    log.push(*ran);
     // Changes travel as JSON and replay deterministically into an equal book.
     let json = serde_json::to_string(&log).unwrap();
     let replayed: Vec<Change> = serde_json::from_str(&json).unwrap();
