@@ -501,3 +501,68 @@ async fn a_task_waits_while_the_engine_is_down() {
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Two tasks asking for the same fixed host port on a 3-node `cube up` (nodes that share the
+/// machine's ports): one runs, the other waits Pending with a reason naming the port, and runs
+/// once the first is stopped.
+#[actix_rt::test]
+async fn a_fixed_host_port_is_given_once_per_machine() {
+    let docker = docker_ready().await;
+    let image = if docker {
+        echo_image().await
+    } else {
+        "sim/echo:latest"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("port-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let runtime = if docker { "docker" } else { "sim" };
+    let args = [
+        "up",
+        "--runtime",
+        runtime,
+        "--workers",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--node-prefix",
+        &prefix,
+        "--node-cpu",
+        "1",
+        "--node-memory",
+        "1Gi",
+    ];
+    let up = CubeProcess::spawn(&args, &[]);
+    let _cleanup: Vec<Cleanup> = (1..=3).map(|i| Cleanup(format!("{prefix}-{i}"))).collect();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = json!({"PortBindings": {"7777/tcp": port.to_string()}});
+    let (first, second) = (event(image, fixed.clone()), event(image, fixed));
+    let url = format!("{}/tasks", up.base);
+    assert_eq!(post(&url, &first).await.0, 201);
+    let first_id = first["Task"]["ID"].as_str().unwrap();
+    let running = wait_task(&up.base, first_id, "Running").await;
+    assert_eq!(
+        running["HostPorts"]["7777/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    assert_eq!(post(&url, &second).await.0, 201);
+    let second_id = second["Task"]["ID"].as_str().unwrap();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, task) = get(&format!("{url}/{second_id}")).await;
+        let reason = task["Reason"].as_str().unwrap();
+        if reason.contains(&format!("host port {port} is taken")) {
+            assert_eq!(task["State"], "Pending", "{task}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{task}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delete(&format!("{url}/{first_id}")).await.0, 200);
+    wait_task(&up.base, second_id, "Running").await;
+}

@@ -38,6 +38,22 @@ pub struct Node {
 }
 
 /// A node as `GET /nodes` shows it: the stored record and what is live.
+impl Node {
+    /// The machine the node runs on, whose host ports its containers share: the host part of
+    /// its address, or `local` for the nodes of a `cube up`, which share this machine.
+    pub fn host(&self) -> &str {
+        let rest = self
+            .address
+            .split_once("://")
+            .map_or(self.address.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => authority,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NodeReport {
@@ -63,4 +79,28 @@ pub struct NodeReport {
     pub last_seen: Option<DateTime<Utc>>,
     /// The last error talking to it, while it is unreachable.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(address: &str) -> Node {
+        Node {
+            name: "n".into(),
+            address: address.into(),
+            role: "worker".into(),
+            capacity: Resources::default(),
+            eligible: true,
+            joined_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_node_s_host_is_the_machine_its_ports_live_on() {
+        assert_eq!(at("http://10.0.0.7:5556").host(), "10.0.0.7");
+        assert_eq!(at("http://127.0.0.1:40000/").host(), "127.0.0.1");
+        assert_eq!(at("worker-a:5556").host(), "worker-a");
+        assert_eq!(at(LOCAL_ADDRESS).host(), "local");
+    }
 }

@@ -93,11 +93,13 @@ impl Manager {
                 _ => Ok(None),
             }
         };
-        Box::pin(remote_stop.into_actor(self).then(move |res, act, _| {
+        Box::pin(remote_stop.into_actor(self).then(move |res, act, ctx| {
             let change = res.and_then(|reported| Ok(act.book.stopped(id, reported.as_ref())?));
             match change {
                 Ok(change) => {
                     act.scheduler.do_send(Release(id));
+                    // What it held (capacity, host ports) may let a waiting task run.
+                    act.place_pending(ctx);
                     let task = change.after.clone().expect("a stop keeps the task");
                     log::info!("task {id} ({}) stopped by user", task.name);
                     Either::Left(act.commit(change).map(move |res, _, _| res.map(|()| task)))

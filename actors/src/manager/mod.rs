@@ -32,8 +32,8 @@ pub use handlers::*;
 use crate::node::{LOCAL_ADDRESS, Node, NodeStatus};
 use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
 use crate::resources::Resources;
-use crate::scheduler::Algorithm;
 use crate::scheduler::actor::{Reserve, SchedulerActor, UpsertNode};
+use crate::scheduler::{Algorithm, fixed_host_ports};
 use crate::store::{Batch, List, Op, Put, Store, StoreError, events_of};
 use crate::task::{InvalidTask, InvalidTransition, Task, TaskEvent, TaskId};
 use crate::worker::WorkerError;
@@ -164,6 +164,7 @@ impl Manager {
                     task: task.id,
                     node: node.clone(),
                     demand: Resources::of(task),
+                    ports: fixed_host_ports(task),
                 });
             }
         }
@@ -279,6 +280,7 @@ impl Manager {
             capacity: node.capacity,
             ready: true,
             eligible: node.eligible,
+            host: node.host().to_string(),
         });
         self.handles.insert(node.name.clone(), handle);
         self.nodes.join(node)
@@ -336,6 +338,7 @@ impl Manager {
             capacity: entry.node.capacity,
             ready: status == NodeStatus::Ready,
             eligible: entry.node.eligible,
+            host: entry.node.host().to_string(),
         });
         if status == NodeStatus::Ready {
             self.book.clear_backoffs();

@@ -3,11 +3,11 @@
 //! Placement and reservation happen in the same message, so two tasks placed back to back can
 //! never both take the last free gigabyte of a node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use actix::prelude::*;
 
-use super::{Algorithm, NodeView, Scheduler, Unplaceable, effective_cpu};
+use super::{Algorithm, NodeView, Scheduler, Unplaceable, effective_cpu, fixed_host_ports};
 use crate::resources::Resources;
 use crate::task::{Task, TaskId};
 
@@ -19,6 +19,10 @@ pub struct SchedulerActor {
     nodes: BTreeMap<String, NodeView>,
     /// What each placed task reserves, and where.
     placements: HashMap<TaskId, (String, Resources)>,
+    /// The fixed host ports each placed task holds (only tasks that ask for some).
+    ports: HashMap<TaskId, Vec<u16>>,
+    /// The machine each node runs on (nodes of one `cube up` share one, and its ports).
+    hosts: HashMap<String, String>,
 }
 
 impl SchedulerActor {
@@ -28,7 +32,24 @@ impl SchedulerActor {
             scheduler: Scheduler::new(algorithm),
             nodes: BTreeMap::new(),
             placements: HashMap::new(),
+            ports: HashMap::new(),
+            hosts: HashMap::new(),
         }
+    }
+
+    /// The `(machine, port)` pairs held among `wanted` ports.
+    fn taken(&self, wanted: &[u16]) -> HashSet<(String, u16)> {
+        let mut taken = HashSet::new();
+        for (task, ports) in &self.ports {
+            let Some((node, _)) = self.placements.get(task) else {
+                continue;
+            };
+            let host = self.hosts.get(node).unwrap_or(node);
+            for port in ports.iter().filter(|p| wanted.contains(p)) {
+                taken.insert((host.clone(), *port));
+            }
+        }
+        taken
     }
 
     /// Adds (`sign` 1) or removes (`sign` -1) a task's demand on a node's view.
@@ -54,16 +75,20 @@ impl SchedulerActor {
         }
     }
 
-    fn reserve(&mut self, task: TaskId, node: String, demand: Resources) {
+    fn reserve(&mut self, task: TaskId, node: String, demand: Resources, ports: Vec<u16>) {
         self.release(task);
         self.adjust(&node, demand, 1);
         self.placements.insert(task, (node, demand));
+        if !ports.is_empty() {
+            self.ports.insert(task, ports);
+        }
     }
 
     fn release(&mut self, task: TaskId) {
         if let Some((node, demand)) = self.placements.remove(&task) {
             self.adjust(&node, demand, -1);
         }
+        self.ports.remove(&task);
     }
 }
 
@@ -83,6 +108,8 @@ pub struct UpsertNode {
     pub ready: bool,
     /// Whether it may take new tasks.
     pub eligible: bool,
+    /// The machine it runs on, whose host ports it shares with the other nodes there.
+    pub host: String,
 }
 
 /// Handler for [`UpsertNode`].
@@ -90,6 +117,7 @@ impl Handler<UpsertNode> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpsertNode, _: &mut Context<Self>) {
+        self.hosts.insert(msg.name.clone(), msg.host.clone());
         let view = match self.nodes.remove(&msg.name) {
             Some(old) => {
                 let (reserved, count) = (old.reserved(), old.task_count());
@@ -156,8 +184,21 @@ impl Handler<Place> for SchedulerActor {
 
     fn handle(&mut self, Place(task): Place, _: &mut Context<Self>) -> Self::Result {
         self.release(task.id);
-        let node = self.scheduler.select(&task, self.nodes.values())?;
-        self.reserve(task.id, node.clone(), Resources::of(&task));
+        let wanted = fixed_host_ports(&task);
+        let taken = if wanted.is_empty() {
+            HashSet::new()
+        } else {
+            self.taken(&wanted)
+        };
+        let hosts = &self.hosts;
+        let port_free = |n: &NodeView, port: u16| {
+            let host = hosts.get(n.name()).map_or(n.name(), String::as_str);
+            !taken.contains(&(host.to_string(), port))
+        };
+        let node = self
+            .scheduler
+            .select_with_ports(&task, self.nodes.values(), port_free)?;
+        self.reserve(task.id, node.clone(), Resources::of(&task), wanted);
         Ok(node)
     }
 }
@@ -172,6 +213,8 @@ pub struct Reserve {
     pub node: String,
     /// What it reserves.
     pub demand: Resources,
+    /// The fixed host ports it holds.
+    pub ports: Vec<u16>,
 }
 
 /// Handler for [`Reserve`].
@@ -179,7 +222,7 @@ impl Handler<Reserve> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Reserve, _: &mut Context<Self>) {
-        self.reserve(msg.task, msg.node, msg.demand);
+        self.reserve(msg.task, msg.node, msg.demand, msg.ports);
     }
 }
 
@@ -230,6 +273,7 @@ mod tests {
                 },
                 ready: true,
                 eligible: true,
+                host: "local".into(),
             })
             .await
             .unwrap();
@@ -268,6 +312,7 @@ mod tests {
             task: TaskId::new_v4(),
             node: "a".into(),
             demand,
+            ports: Vec::new(),
         });
         let capacity = Resources {
             cpu: 1.0,
@@ -280,6 +325,7 @@ mod tests {
                 capacity,
                 ready: true,
                 eligible: true,
+                host: "local".into(),
             })
             .await
             .unwrap();
@@ -302,6 +348,7 @@ mod tests {
                 capacity,
                 ready: true,
                 eligible: true,
+                host: "local".into(),
             });
         }
         let mut picks = Vec::new();
@@ -315,5 +362,46 @@ mod tests {
             );
         }
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    /// A task asking for a fixed host port goes only where that port is free on the machine;
+    /// nodes sharing a machine share its ports, and a released port is free again.
+    #[actix_rt::test]
+    async fn fixed_host_ports_are_taken_once_per_machine() {
+        let scheduler = SchedulerActor::new(Algorithm::Epvm).start();
+        let capacity = Resources {
+            cpu: 4.0,
+            memory: 1 << 30,
+            disk: 0,
+        };
+        for (name, host) in [("a", "local"), ("b", "local"), ("c", "10.0.0.9")] {
+            scheduler.do_send(UpsertNode {
+                name: name.into(),
+                capacity,
+                ready: true,
+                eligible: true,
+                host: host.into(),
+            });
+        }
+        let web = |name: &str| {
+            let mut t = Task::new(name, "img");
+            t.port_bindings.insert("7777/tcp".into(), "7777".into());
+            t
+        };
+        let first = web("w1");
+        let on_first = scheduler.send(Place(first.clone())).await.unwrap().unwrap();
+        let on_second = scheduler.send(Place(web("w2"))).await.unwrap().unwrap();
+        assert_ne!(
+            on_first == "c",
+            on_second == "c",
+            "one on the shared machine, one on the other"
+        );
+        let refused = scheduler.send(Place(web("w3"))).await.unwrap().unwrap_err();
+        assert_eq!(
+            refused.0,
+            "host port 7777 is taken on every node with room for the task"
+        );
+        scheduler.send(Release(first.id)).await.unwrap();
+        assert!(scheduler.send(Place(web("w4"))).await.unwrap().is_ok());
     }
 }

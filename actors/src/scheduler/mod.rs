@@ -230,6 +230,17 @@ impl Scheduler {
         task: &Task,
         nodes: impl IntoIterator<Item = &'a NodeView>,
     ) -> Result<String, Unplaceable> {
+        self.select_with_ports(task, nodes, |_, _| true)
+    }
+
+    /// [`Scheduler::select`], where a task asking for fixed host ports goes only to a node on
+    /// which `port_free(node, port)` holds for each of them.
+    pub fn select_with_ports<'a>(
+        &mut self,
+        task: &Task,
+        nodes: impl IntoIterator<Item = &'a NodeView>,
+        port_free: impl Fn(&NodeView, u16) -> bool,
+    ) -> Result<String, Unplaceable> {
         let demand = Resources::of(task);
         let nodes: Vec<&NodeView> = nodes.into_iter().collect();
         let mut candidates: Vec<&NodeView> = nodes
@@ -239,6 +250,17 @@ impl Scheduler {
             .collect();
         if candidates.is_empty() {
             return Err(why_unplaceable(demand, &nodes));
+        }
+        let ports = fixed_host_ports(task);
+        if !ports.is_empty() {
+            candidates.retain(|n| ports.iter().all(|p| port_free(n, *p)));
+            if candidates.is_empty() {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                return Err(Unplaceable(format!(
+                    "host port {} is taken on every node with room for the task",
+                    ports.join(", ")
+                )));
+            }
         }
         candidates.sort_by(|a, b| a.name.cmp(&b.name));
         let chosen = match self.algorithm {
@@ -286,6 +308,18 @@ fn pick_lowest<'a>(
         }
     }
     best
+}
+
+/// The fixed host ports a task asks for (`PortBindings` with a host port).
+pub fn fixed_host_ports(task: &Task) -> Vec<u16> {
+    let mut ports: Vec<u16> = task
+        .port_bindings
+        .values()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The CPU a task is expected to use: its request, or [`DEFAULT_TASK_CPU`] if it asks for none.
