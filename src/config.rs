@@ -80,6 +80,10 @@ pub struct WorkerSettings {
     pub stop_timeout_secs: u64,
     /// Milliseconds between comparisons of the tasks with the runtime.
     pub reconcile_interval_ms: u64,
+    /// Restarts in place a task's policy may ask for, per placement.
+    pub max_restarts: u32,
+    /// Milliseconds before the first restart in place; doubled for each next one (up to 30 s).
+    pub restart_delay_ms: u64,
     /// Milliseconds between metrics samples.
     pub stats_interval_ms: u64,
     /// CPU cores offered to tasks; 0 means all of the machine's.
@@ -107,6 +111,8 @@ impl Default for WorkerSettings {
             sim_images: Vec::new(),
             stop_timeout_secs: 10,
             reconcile_interval_ms: 2000,
+            max_restarts: 3,
+            restart_delay_ms: 1000,
             stats_interval_ms: 1000,
             cpu: 0.0,
             memory: Size(0),
@@ -226,6 +232,10 @@ pub struct ClusterSettings {
     pub publish_ip: String,
     /// Seconds a container gets to exit after SIGTERM.
     pub stop_timeout_secs: u64,
+    /// Restarts in place a task's policy may ask for, per placement.
+    pub max_restarts: u32,
+    /// Milliseconds before the first restart in place; doubled for each next one (up to 30 s).
+    pub restart_delay_ms: u64,
     /// CPU cores each node offers; 0 means an equal share of the machine.
     pub node_cpu: f64,
     /// Memory each node offers; 0 means an equal share of the machine.
@@ -248,6 +258,8 @@ impl Default for ClusterSettings {
             runtime: RuntimeChoice::Docker,
             publish_ip: "127.0.0.1".into(),
             stop_timeout_secs: 10,
+            max_restarts: 3,
+            restart_delay_ms: 1000,
             node_cpu: 0.0,
             node_memory: Size(0),
             node_disk: Size(0),

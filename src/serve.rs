@@ -13,6 +13,7 @@ use cube_actors::metrics::{MetricsCollector, machine_capacity};
 use cube_actors::remote_worker::{RemoteConfig, join_manager};
 use cube_actors::resources::Resources;
 use cube_actors::store::{Store, StoreKind};
+use cube_actors::worker::exit::RestartBudget;
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
 
 use crate::api::manager::ManagerState;
@@ -116,6 +117,10 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
         reconcile_interval: Duration::from_millis(settings.reconcile_interval_ms.max(100)),
         capacity,
+        restarts: RestartBudget {
+            max_restarts: settings.max_restarts,
+            delay: Duration::from_millis(settings.restart_delay_ms),
+        },
     };
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
@@ -295,6 +300,10 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
             stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
             reconcile_interval: Duration::from_secs(2),
             capacity,
+            restarts: RestartBudget {
+                max_restarts: settings.max_restarts,
+                delay: Duration::from_millis(settings.restart_delay_ms),
+            },
         };
         let worker = Worker::start(config, store, runtime.clone(), Some(metrics.clone()))
             .await

@@ -79,6 +79,7 @@ fn cluster_settings(
         node_cpu: 1.0,
         node_memory: Size(node_memory),
         node_disk: Size(1 << 30),
+        ..ClusterSettings::default()
     }
 }
 

@@ -168,7 +168,7 @@ async fn finished_tasks_show_no_stale_facts() {
 
     let failing = event(
         "cube/echo:latest",
-        json!({"Env": ["EXIT_CODE=3", "EXIT_AFTER_MS=0"], "ExposedPorts": {"7777/tcp": {}}}),
+        json!({"Env": ["EXIT_CODE=3", "EXIT_AFTER_MS=0"], "ExposedPorts": {"7777/tcp": {}}, "RestartPolicy": "no"}),
     );
     let id = failing["Task"]["ID"].as_str().unwrap().to_string();
     assert_eq!(post(&url, &failing).await.0, 201);

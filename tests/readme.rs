@@ -94,6 +94,19 @@ fn check(ran: &Ran, prefix: &str) {
                 ran.stderr
             );
         }
+        _ if c.starts_with("cube run -f config/examples/echo-restarts.json") => {
+            ran.has("(echo-restarts) submitted");
+        }
+        "cube status echo-restarts" => {
+            let restarts = ran
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("Restarts:"))
+                .and_then(|n| n.trim().parse::<u32>().ok());
+            assert!(restarts.is_some_and(|n| n >= 1), "{}", ran.stdout);
+            ran.has("restart ");
+        }
+        "cube stop echo-restarts" => ran.has("(echo-restarts) stopped: "),
         "cube status" => {
             ran.has("NAME");
             ran.has(" echo ");
@@ -137,8 +150,8 @@ fn check(ran: &Ran, prefix: &str) {
             assert!(!ran.stdout.contains("Running"), "{}", ran.stdout);
         }
         "cube rm web" => ran.has("(web) removed"),
-        // echo (stopped) and echo-fails (failed).
-        "cube prune" => ran.has("removed 2 finished tasks"),
+        // echo and echo-restarts (stopped) and echo-fails (failed).
+        "cube prune" => ran.has("removed 3 finished tasks"),
         _ if c.starts_with("sleep ") => {}
         _ if c.starts_with("cube worker --listen") => {}
         _ if c.starts_with("curl") => check_curl(ran, prefix),
@@ -240,16 +253,12 @@ fn substitute(command: &str, manager: &str, worker: &str, copies: &Path) -> Stri
         .replace("localhost:5556", worker)
         .replace("cube/echo:latest", ECHO_IMAGE);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in [
-        "echo.json",
-        "echo-fails.json",
-        "echo-curl.json",
-        "book-task1.json",
-    ] {
+    for entry in std::fs::read_dir(root.join("config/examples")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         let file = format!("config/examples/{name}");
         if line.contains(&file) {
             let text = std::fs::read_to_string(root.join(&file)).unwrap();
-            let copy: PathBuf = copies.join(name);
+            let copy: PathBuf = copies.join(&name);
             std::fs::write(&copy, text.replace("cube/echo:latest", ECHO_IMAGE)).unwrap();
             line = line.replace(&file, copy.to_str().unwrap());
         }

@@ -195,7 +195,7 @@ async fn a_container_exit_reaches_the_manager_through_the_feed_within_two_second
         s.prune_interval_ms = 10_000;
     })
     .await;
-    let ev = event(image, json!({}));
+    let ev = event(image, json!({"RestartPolicy": "no"}));
     let id = ev["Task"]["ID"].as_str().unwrap().to_string();
     assert_eq!(post(&format!("{base}/tasks"), &ev).await.0, 201);
     let url = format!("{base}/tasks/{id}");

@@ -125,7 +125,7 @@ async fn exit_codes(runtime: RuntimeChoice) {
     let worker = TestWorker::start(runtime).await;
     let failing = event(
         image_for(runtime),
-        json!({"Env": ["EXIT_CODE=3", "EXIT_AFTER_MS=300"]}),
+        json!({"Env": ["EXIT_CODE=3", "EXIT_AFTER_MS=300"], "RestartPolicy": "no"}),
     );
     let clean = event(
         image_for(runtime),
@@ -144,6 +144,88 @@ async fn exit_codes(runtime: RuntimeChoice) {
     assert_eq!(task["ExitCode"], 0);
 }
 on_both_runtimes!(exit_codes, exit_codes_docker, exit_codes_sim);
+
+/// A task that keeps failing is restarted in place by its policy (on-failure, also the default
+/// for a task that names none), after a doubling wait, up to the budget; then it ends Failed
+/// saying so. With `"RestartPolicy": "no"` it fails at once.
+async fn restarts_by_policy(runtime: RuntimeChoice) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = worker_settings(runtime, StoreChoice::Memory, dir.path());
+    settings.restart_delay_ms = 100;
+    let worker = TestWorker::start_with(settings, dir).await;
+    let failing = event(
+        image_for(runtime),
+        json!({"Env": ["EXIT_CODE=3", "EXIT_AFTER_MS=300"]}),
+    );
+    let once = event(
+        image_for(runtime),
+        json!({"Env": ["EXIT_CODE=3", "EXIT_AFTER_MS=300"], "RestartPolicy": "no"}),
+    );
+    for ev in [&failing, &once] {
+        assert_eq!(post(&format!("{}/tasks", worker.base), ev).await.0, 201);
+    }
+    let task = worker
+        .wait_state(failing["Task"]["ID"].as_str().unwrap(), "Failed", START)
+        .await;
+    assert_eq!(
+        (&task["RestartCount"], &task["ExitCode"]),
+        (&json!(3), &json!(3))
+    );
+    let reason = task["Reason"].as_str().unwrap();
+    assert!(reason.contains("after 3 restarts"), "{reason}");
+    let task = worker
+        .wait_state(once["Task"]["ID"].as_str().unwrap(), "Failed", START)
+        .await;
+    assert_eq!(task["RestartCount"], 0);
+}
+on_both_runtimes!(
+    restarts_by_policy,
+    restarts_by_policy_docker,
+    restarts_by_policy_sim
+);
+
+/// `docker kill` of a task's container: the task runs again in a new container after the
+/// back-off, with RestartCount 1 and the reason of the restart visible.
+#[actix_rt::test]
+async fn a_killed_container_is_restarted_in_place() {
+    if !docker_ready().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = worker_settings(RuntimeChoice::Docker, StoreChoice::Lmdb, dir.path());
+    settings.restart_delay_ms = 500;
+    let worker = TestWorker::start_with(settings, dir).await;
+    let _cleanup = Cleanup(worker.name.clone());
+    let ev = event(ECHO_IMAGE, json!({}));
+    let id = ev["Task"]["ID"].as_str().unwrap().to_string();
+    assert_eq!(post(&format!("{}/tasks", worker.base), &ev).await.0, 201);
+    let first = worker.wait_state(&id, "Running", START).await;
+    let container = first["ContainerID"].as_str().unwrap().to_string();
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let task = loop {
+        let task = worker.task(&id).await;
+        if task["State"] == "Running" && task["RestartCount"] == 1 {
+            break task;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not restarted: {task}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(task["ContainerID"], container.as_str());
+    let reason = task["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("restart 1 of 3") && reason.contains("exited with code 137"),
+        "{reason}"
+    );
+    assert!(docker_inspect(task["ContainerID"].as_str().unwrap()).is_some());
+}
 
 /// An image that is neither present nor pullable fails the task with a reason naming the image.
 async fn missing_image(runtime: RuntimeChoice) {
@@ -402,7 +484,7 @@ async fn a_vanished_container_fails_its_task() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _cleanup = Cleanup(name.clone());
     let mut first = CubeProcess::spawn(&args, &[]);
-    let ev = event(ECHO_IMAGE, json!({}));
+    let ev = event(ECHO_IMAGE, json!({"RestartPolicy": "no"}));
     let id = ev["Task"]["ID"].as_str().unwrap();
     assert_eq!(post(&format!("{}/tasks", first.base), &ev).await.0, 201);
     let task = wait_running(&first.base, id).await;

@@ -151,17 +151,18 @@ pub async fn run(
                 crate::out!("  {}: {}", task.state(), task.reason);
             }
         }
+        if let Some((_, restarts)) = running_since
+            && task.restart_count > restarts
+        {
+            bail!(
+                "task {} was restarted while it settled: {}",
+                task.name,
+                task.reason
+            );
+        }
         match task.state() {
             TaskState::Running => {
-                let (since, restarts) =
-                    *running_since.get_or_insert((Instant::now(), task.restart_count));
-                if task.restart_count > restarts {
-                    bail!(
-                        "task {} was restarted while it settled: {}",
-                        task.name,
-                        task.reason
-                    );
-                }
+                let (since, _) = *running_since.get_or_insert((Instant::now(), task.restart_count));
                 if since.elapsed() >= wait.settle {
                     return settled(&task, output);
                 }

@@ -60,18 +60,20 @@ pub struct PortBinding {
     pub host_port: String,
 }
 
-/// What happens when a task's container ends. Cube applies it itself; Docker's own restart
-/// policy is always off, so that Cube knows of every restart.
+/// What happens when a task's container ends. Cube applies it itself (on the worker, in place,
+/// within a budget of restarts); Docker's own restart policy is always off, so that Cube knows
+/// of every restart. A stop by the user is final whatever the policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RestartPolicy {
-    /// Never restart (the book's `""`).
-    #[default]
+    /// Never restart.
     No,
-    /// Restart whenever the container ends.
+    /// Restart whenever the container ends, also with code 0.
     Always,
-    /// Restart unless the user stopped the task.
+    /// Restart whenever the container ends (a user's stop is final in any case).
     UnlessStopped,
-    /// Restart only when the container failed.
+    /// Restart only when the container failed. A task that names no policy (the book's `""`)
+    /// gets this one: the book's behaviour, restarted on failure, at most 3 times by default.
+    #[default]
     OnFailure,
 }
 
@@ -92,10 +94,10 @@ impl std::str::FromStr for RestartPolicy {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "" | "no" => Ok(RestartPolicy::No),
+            "no" => Ok(RestartPolicy::No),
             "always" => Ok(RestartPolicy::Always),
             "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
-            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "" | "on-failure" => Ok(RestartPolicy::OnFailure),
             other => Err(format!(
                 "unknown restart policy `{other}`, expected one of \"\", no, always, unless-stopped, on-failure"
             )),
@@ -262,7 +264,7 @@ impl Task {
             exposed_ports: BTreeMap::new(),
             host_ports: BTreeMap::new(),
             port_bindings: BTreeMap::new(),
-            restart_policy: RestartPolicy::No,
+            restart_policy: RestartPolicy::OnFailure,
             start_time: None,
             finish_time: None,
             health_check: String::new(),
@@ -285,8 +287,8 @@ impl Task {
 
     /// Whether the task is over for good: Completed, or Failed with nothing left to retry. This
     /// one predicate decides what counts as history (pruned after the retention), which names are
-    /// free again, and what a worker may forget. (Cube does not restart failed tasks yet, so every
-    /// Failed task counts as finished.)
+    /// free again, and what a worker may forget. A task its policy restarts goes from Running
+    /// back to Scheduled, never through Failed, so every Failed task is finished.
     pub fn is_finished(&self) -> bool {
         matches!(self.state, TaskState::Completed | TaskState::Failed)
     }

@@ -1,7 +1,9 @@
 //! What a container's end means for its task: a pure function, so every case has a unit test.
 
+use std::time::Duration;
+
 use crate::runtime::{ContainerExited, ContainerStatus};
-use crate::task::{Task, TaskState};
+use crate::task::{RestartPolicy, Task, TaskState};
 
 /// What the worker does when the runtime says a container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,81 @@ pub fn exit_outcome(task: &Task, exit: &ContainerExited, stopping: bool) -> Exit
             },
             None => ExitOutcome::Ignore,
         },
+    }
+}
+
+/// How many times, and how soon, a worker restarts a task in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBudget {
+    /// Restarts in place allowed for one placement of a task.
+    pub max_restarts: u32,
+    /// The wait before the first restart; it doubles for each next one, up to [`MAX_DELAY`].
+    pub delay: Duration,
+}
+
+/// The longest wait before a restart.
+pub const MAX_DELAY: Duration = Duration::from_secs(30);
+
+impl Default for RestartBudget {
+    fn default() -> Self {
+        RestartBudget {
+            max_restarts: 3,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the worker does with a task whose container ended (an [`ExitOutcome::End`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Restart it in place after `after`: the task goes back to Scheduled (without passing
+    /// through a terminal state) with `reason`, and its restart count grows by one.
+    Restart {
+        /// The wait before the new container starts.
+        after: Duration,
+        /// Why, in words ("restart 1 of 3 in 1s: container exited with code 3").
+        reason: String,
+    },
+    /// It ends in `state` with `reason`.
+    End {
+        /// Completed or Failed.
+        state: TaskState,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Whether `task`, whose container ended in `state` for `reason`, is restarted, by its policy
+/// and within `budget`.
+pub fn restart_plan(task: &Task, state: TaskState, reason: String, budget: RestartBudget) -> Plan {
+    let wanted = match task.restart_policy {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => state == TaskState::Failed,
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+    };
+    if !wanted {
+        return Plan::End { state, reason };
+    }
+    let done = task.restart_count;
+    if done >= budget.max_restarts {
+        let reason = format!(
+            "{reason} (after {done} restarts, the most its policy `{}` allows here)",
+            task.restart_policy.name()
+        );
+        return Plan::End { state, reason };
+    }
+    let after = budget
+        .delay
+        .saturating_mul(2u32.saturating_pow(done))
+        .min(MAX_DELAY);
+    Plan::Restart {
+        after,
+        reason: format!(
+            "restart {} of {} in {}s: {reason}",
+            done + 1,
+            budget.max_restarts,
+            after.as_secs_f64()
+        ),
     }
 }
 
@@ -136,6 +213,57 @@ mod tests {
             exit_outcome(&t, &exit(&t, "c2", alive), false),
             ExitOutcome::Ignore
         );
+    }
+
+    fn ended(policy: RestartPolicy, restarts: u32, state: TaskState) -> Plan {
+        let mut t = running("c1");
+        t.restart_policy = policy;
+        t.restart_count = restarts;
+        restart_plan(
+            &t,
+            state,
+            "container exited with code 3".into(),
+            RestartBudget::default(),
+        )
+    }
+
+    #[test]
+    fn the_policy_and_the_budget_decide_a_restart_with_a_doubling_wait() {
+        let failed = TaskState::Failed;
+        let completed = TaskState::Completed;
+        assert!(matches!(
+            ended(RestartPolicy::No, 0, failed),
+            Plan::End { .. }
+        ));
+        match ended(RestartPolicy::OnFailure, 0, failed) {
+            Plan::Restart { after, reason } => {
+                assert_eq!(after, Duration::from_secs(1));
+                assert_eq!(reason, "restart 1 of 3 in 1s: container exited with code 3");
+            }
+            other => panic!("{other:?}"),
+        }
+        let third = ended(RestartPolicy::OnFailure, 2, failed);
+        assert!(matches!(third, Plan::Restart { after, .. } if after == Duration::from_secs(4)));
+        match ended(RestartPolicy::OnFailure, 3, failed) {
+            Plan::End { state, reason } => {
+                assert_eq!(state, failed);
+                assert!(reason.contains("after 3 restarts"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Exit 0: only `always` and `unless-stopped` restart.
+        assert!(matches!(
+            ended(RestartPolicy::OnFailure, 0, completed),
+            Plan::End { .. }
+        ));
+        assert!(matches!(
+            ended(RestartPolicy::Always, 0, completed),
+            Plan::Restart { .. }
+        ));
+        assert!(matches!(
+            ended(RestartPolicy::UnlessStopped, 0, completed),
+            Plan::Restart { .. }
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::backoff::Backoff;
 use crate::metrics::MetricsCollector;
 use crate::resources::Resources;
 use crate::runtime::{
@@ -34,7 +35,7 @@ use crate::runtime::{
 use crate::store::{Get, List, Put, Store, StoreError};
 use crate::task::{Task, TaskId, TaskState};
 use crate::unwritten::Unwritten;
-use exit::{ExitOutcome, exit_outcome, short};
+use exit::{ExitOutcome, Plan, RestartBudget, exit_outcome, restart_plan, short};
 use feed::{Answer, Cursor, Feed, FeedHead};
 pub use protocol::*;
 
@@ -64,6 +65,8 @@ pub struct WorkerConfig {
     pub reconcile_interval: Duration,
     /// What the worker offers to tasks (the scheduler's capacity for this node).
     pub capacity: Resources,
+    /// How many times, and how soon, tasks are restarted in place by their policy.
+    pub restarts: RestartBudget,
 }
 
 /// A long poll of the feed waiting for a durable change.
@@ -94,6 +97,8 @@ pub struct Worker {
     early_exits: HashMap<TaskId, ContainerExited>,
     /// Tasks whose stop is under way: their container's exit is the stop, not an event.
     stopping: HashSet<TaskId>,
+    /// Tasks whose start found the engine unreachable: the wait before trying again.
+    start_retries: HashMap<TaskId, Backoff>,
 }
 
 impl Worker {
@@ -134,6 +139,7 @@ impl Worker {
                 waiters: Vec::new(),
                 early_exits: HashMap::new(),
                 stopping: HashSet::new(),
+                start_retries: HashMap::new(),
             }
         }))
     }
@@ -286,18 +292,38 @@ impl Worker {
             Ok(info) => {
                 task.container_id = info.id.clone();
                 task.host_ports = info.host_ports;
-                let r = task.transition(
-                    TaskState::Running,
-                    format!("container {} started", short(&info.id)),
-                );
+                // After a restart, the reason keeps why it was restarted.
+                let started = match task.reason.strip_prefix("restart ") {
+                    Some(why) => format!("container {} started (restart {why})", short(&info.id)),
+                    None => format!("container {} started", short(&info.id)),
+                };
+                let r = task.transition(TaskState::Running, started);
                 task.start_time = info.started_at.or(task.start_time);
                 r
             }
+            Err(RuntimeError::Unavailable { reason }) => {
+                // Transient: the engine is down or restarting. The task stays Scheduled and the
+                // start is tried again, with a doubling wait; no restart budget is spent.
+                let retry = self.start_retries.entry(id).or_insert_with(|| {
+                    Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
+                });
+                let wait = retry.next_wait();
+                log::warn!("task {id} ({}): engine unreachable: {reason}", task.name);
+                task.reason = format!(
+                    "container engine unreachable ({reason}); trying again in {}s",
+                    wait.as_secs_f64()
+                );
+                self.record(task, ctx);
+                ctx.run_later(wait, move |act, ctx| act.start_again(id, None, ctx));
+                return;
+            }
             Err(e) => {
+                // Image missing, invalid settings: no restart fixes these.
                 log::warn!("task {id} ({}): {e}", task.name);
                 task.transition(TaskState::Failed, format!("container could not start: {e}"))
             }
         };
+        self.start_retries.remove(&id);
         if let Err(e) = outcome {
             log::error!("{e}");
             return;
@@ -326,12 +352,43 @@ impl Worker {
             } => {
                 let mut task = task.clone();
                 log::info!("task {} ({}): {reason}", task.id, task.name);
-                if task.transition(state, reason).is_ok() {
-                    task.exit_code = code;
-                    task.host_ports.clear();
-                    self.record(task, ctx);
+                match restart_plan(&task, state, reason, self.config.restarts) {
+                    Plan::End { state, reason } => {
+                        if task.transition(state, reason).is_ok() {
+                            task.exit_code = code;
+                            task.host_ports.clear();
+                            self.record(task, ctx);
+                        }
+                    }
+                    Plan::Restart { after, reason } => {
+                        if task.transition(TaskState::Scheduled, reason).is_ok() {
+                            let old = std::mem::take(&mut task.container_id);
+                            task.restart_count += 1;
+                            task.exit_code = code;
+                            task.host_ports.clear();
+                            let (id, count) = (task.id, task.restart_count);
+                            self.record(task, ctx);
+                            ctx.run_later(after, move |act, ctx| {
+                                if act.tasks.get(&id).is_some_and(|t| t.restart_count == count) {
+                                    act.start_again(id, Some(old), ctx);
+                                }
+                            });
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Starts task `id` again after a wait, if it still waits to start (it was not stopped or
+    /// forgotten meanwhile), removing `old`, its previous container.
+    fn start_again(&mut self, id: TaskId, old: Option<String>, ctx: &mut Context<Self>) {
+        let waiting = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| t.state() == TaskState::Scheduled && t.container_id.is_empty());
+        if waiting {
+            self.launch(id, old, ctx);
         }
     }
 
