@@ -178,6 +178,8 @@ pub struct ManagerSettings {
     pub poll_interval_ms: u64,
     /// Milliseconds a sync waits on a worker for a task change before it answers "nothing".
     pub sync_wait_ms: u64,
+    /// Milliseconds a worker may be silent before it is Down and its tasks are placed elsewhere.
+    pub node_down_after_ms: u64,
     /// Milliseconds allowed for one call to a remote worker.
     pub worker_timeout_ms: u64,
     /// Submissions handled at once; more get 429 with Retry-After.
@@ -201,6 +203,7 @@ impl Default for ManagerSettings {
             workers: Vec::new(),
             poll_interval_ms: 1000,
             sync_wait_ms: 20_000,
+            node_down_after_ms: 30_000,
             worker_timeout_ms: 10_000,
             max_in_flight: 1024,
             retain_finished: 1000,

@@ -60,12 +60,14 @@ enum Command {
     Rm(RmArgs),
     /// Remove every finished task now (they are also pruned after the retention).
     #[command(after_help = "Examples:\n  cube prune")]
-    Prune(NodeArgs),
+    Prune(PlainArgs),
     /// Measure submissions and sync sizes on an in-process cluster (the load harness).
     #[command(hide = true)]
     Bench(cube::bench::BenchArgs),
     /// Show the nodes: address, status, reserved/offered CPU, memory and disk, task count.
-    #[command(after_help = "Examples:\n  cube node\n  cube node -o json")]
+    #[command(
+        after_help = "Examples:\n  cube node\n  cube node -o json\n  cube node drain node-2\n  cube node rm node-2"
+    )]
     Node(NodeArgs),
     /// Show a task's output (the last lines; -f follows until the task ends).
     #[command(
@@ -208,6 +210,28 @@ struct RmArgs {
 struct NodeArgs {
     #[command(flatten)]
     target: Target,
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+}
+
+#[derive(clap::Args)]
+struct PlainArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Take no new tasks there, place its tasks elsewhere and stop its copies of them.
+    Drain {
+        /// The node's name.
+        name: String,
+    },
+    /// Drain the node, then remove it from the cluster.
+    Rm {
+        /// The node's name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -296,12 +320,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 |c, o| async move { commands::prune(&c, o).await },
             )
         }
-        Command::Node(args) => {
-            client_command(
-                &args.target,
-                |c, o| async move { commands::node(&c, o).await },
-            )
-        }
+        Command::Node(args) => client_command(&args.target, |c, o| async move {
+            match args.action {
+                None => commands::node(&c, o).await,
+                Some(NodeAction::Drain { name }) => {
+                    commands::retire_node(&c, &name, false, o).await
+                }
+                Some(NodeAction::Rm { name }) => commands::retire_node(&c, &name, true, o).await,
+            }
+        }),
         Command::Logs(args) => client_command(&args.target, |c, o| async move {
             commands::logs(&c, &args.task, args.tail, args.follow, o).await
         }),

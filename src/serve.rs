@@ -190,6 +190,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
         algorithm: settings.scheduler,
         poll_interval: Duration::from_millis(settings.poll_interval_ms.max(50)),
         sync_wait: Duration::from_millis(settings.sync_wait_ms.clamp(100, 60_000)),
+        node_down_after: Duration::from_millis(settings.node_down_after_ms),
         retention: Retention {
             max_finished: settings.retain_finished,
             max_age: Duration::from_secs(settings.retain_finished_secs),

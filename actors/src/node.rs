@@ -17,6 +17,9 @@ pub enum NodeStatus {
     Ready,
     /// Not answering lately; gets no new tasks until it answers again.
     Unreachable,
+    /// Silent for longer than the manager waits (`node_down_after`): its tasks were placed
+    /// again elsewhere. When it answers again it is Ready, and its stale copies are stopped.
+    Down,
 }
 
 /// A worker node, as the manager stores it.

@@ -204,9 +204,9 @@ impl Handler<StopTask> for RemoteWorker {
     fn handle(&mut self, msg: StopTask, _: &mut Context<Self>) -> Self::Result {
         // A stop waits for the container's graceful exit on the worker.
         let timeout = self.config.timeout + Duration::from_secs(30);
-        let mut path = format!("/tasks/{}", msg.id);
+        let mut path = format!("/tasks/{}?stale={}", msg.id, msg.stale);
         if let Some(placement) = msg.placement {
-            path.push_str(&format!("?placement={placement}"));
+            path.push_str(&format!("&placement={placement}"));
         }
         self.call(awc::http::Method::DELETE, path, None, timeout, Some(msg.id))
     }

@@ -11,6 +11,8 @@
 //! | `GET /tasks/{id}/logs?tail=N` | the last N lines of the task's output, from its node |
 //! | `GET /nodes` | every node: address, status, capacity, reserved, live metrics, task count |
 //! | `POST /nodes` | `{"Address": "http://host:port"}`: connect to that worker and add it |
+//! | `POST /nodes/{name}/drain` | no new tasks there; its tasks are placed elsewhere, its copies stopped |
+//! | `DELETE /nodes/{name}` | drains the node, then removes it from the cluster |
 //! | `GET /health` | 200 while the manager runs |
 //!
 //! Submissions beyond [`ManagerState::max_in_flight`] at once get 429 with `Retry-After`, rather
@@ -23,8 +25,8 @@ use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use cube_actors::manager::{
-    ConnectWorker, GetOne, ListNodes, ListTasks, Logs, Manager, Prune, Purge, Stop, Submit,
-    TaskFilter,
+    ConnectWorker, GetOne, ListNodes, ListTasks, Logs, Manager, Prune, Purge, RetireNode, Stop,
+    Submit, TaskFilter,
 };
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
@@ -70,7 +72,44 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(join))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(
+        web::resource("/nodes/{name}")
+            .route(web::delete().to(remove_node))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/nodes/{name}/drain")
+            .route(web::post().to(drain_node))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/health", web::get().to(health));
+}
+
+async fn retire(
+    state: web::Data<ManagerState>,
+    name: String,
+    remove: bool,
+) -> Result<HttpResponse, ApiError> {
+    let retire = RetireNode {
+        name: name.clone(),
+        remove,
+    };
+    let moved = state.manager.send(retire).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "Name": name, "Moved": moved })))
+}
+
+async fn drain_node(
+    state: web::Data<ManagerState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    retire(state, name.into_inner(), false).await
+}
+
+async fn remove_node(
+    state: web::Data<ManagerState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    retire(state, name.into_inner(), true).await
 }
 
 /// Counts a submission in flight for as long as it lives.

@@ -80,6 +80,8 @@ pub struct DeleteParams {
     pub purge: Option<bool>,
     /// (Worker) act only on a copy of this placement or older.
     pub placement: Option<u64>,
+    /// (Worker) the copy is stale: the task was placed again.
+    pub stale: Option<bool>,
 }
 
 pub fn parse_task_id(raw: &str) -> Result<Uuid, ApiError> {

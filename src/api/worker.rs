@@ -101,7 +101,12 @@ async fn stop(
         state.worker.send(ForgetTask { id, placement }).await??;
         return Ok(HttpResponse::NoContent().finish());
     }
-    let stop = StopTask { id, placement };
+    let stale = params.stale.unwrap_or(false);
+    let stop = StopTask {
+        id,
+        placement,
+        stale,
+    };
     Ok(HttpResponse::Ok().json(state.worker.send(stop).await??))
 }
 

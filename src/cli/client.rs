@@ -175,6 +175,24 @@ impl ManagerClient {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// `POST /nodes/{name}/drain` (`remove` false) or `DELETE /nodes/{name}`: the IDs of the
+    /// tasks moved away.
+    pub async fn retire_node(&self, name: &str, remove: bool) -> anyhow::Result<Vec<String>> {
+        let answer: Value = if remove {
+            self.json(awc::http::Method::DELETE, &format!("/nodes/{name}"), None)
+                .await?
+        } else {
+            let path = format!("/nodes/{name}/drain");
+            self.json(awc::http::Method::POST, &path, Some(&Value::Null))
+                .await?
+        };
+        let moved = answer["Moved"].as_array().cloned().unwrap_or_default();
+        Ok(moved
+            .iter()
+            .filter_map(|id| id.as_str().map(String::from))
+            .collect())
+    }
+
     /// `GET /nodes`.
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeReport>> {
         self.json(awc::http::Method::GET, "/nodes", None).await

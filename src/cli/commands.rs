@@ -218,6 +218,24 @@ fn node_row(n: &NodeReport) -> Vec<String> {
     ]
 }
 
+/// `cube node drain NAME` (`remove` false) and `cube node rm NAME`.
+pub async fn retire_node(
+    client: &ManagerClient,
+    name: &str,
+    remove: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    let moved = client.retire_node(name, remove).await?;
+    match output {
+        Output::Json => crate::out!("{}", serde_json::json!({ "Name": name, "Moved": moved })),
+        Output::Table => {
+            let verb = if remove { "removed" } else { "drained" };
+            crate::out!("node {name} {verb}: {} tasks placed elsewhere", moved.len());
+        }
+    }
+    Ok(())
+}
+
 /// `cube node`.
 pub async fn node(client: &ManagerClient, output: Output) -> anyhow::Result<()> {
     let nodes = client.nodes().await?;

@@ -330,6 +330,33 @@ impl TaskBook {
         })
     }
 
+    /// Takes a Scheduled or Running task off its node, which is lost: back to Pending, to be
+    /// placed again (with a new placement number) elsewhere.
+    pub fn lose(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        self.change(id, |task| {
+            if !task.state().is_active() {
+                return Err(not_from(task, TaskState::Pending));
+            }
+            task.transition(TaskState::Pending, reason)?;
+            task.node = None;
+            task.container_id.clear();
+            task.host_ports.clear();
+            Ok(())
+        })
+    }
+
+    /// The tasks placed on `node` that may have a container there (Scheduled or Running).
+    pub fn placed_on(&self, node: &str) -> Vec<TaskId> {
+        let Some(on_node) = self.by_node.get(node) else {
+            return Vec::new();
+        };
+        on_node
+            .iter()
+            .filter(|(_, id)| self.tasks.get(id).is_some_and(|t| t.state().is_active()))
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
     /// Fails a task (a node found it invalid).
     pub fn fail(&mut self, id: TaskId, reason: String) -> Option<Change> {
         self.change(id, |task| {

@@ -103,6 +103,8 @@ pub struct ManagerConfig {
     pub sync_wait: Duration,
     /// Failed calls in a row after which a node is Unreachable.
     pub unreachable_after: u32,
+    /// How long a node may be silent before it is Down and its tasks are placed elsewhere.
+    pub node_down_after: Duration,
     /// How long finished tasks are kept.
     pub retention: Retention,
     /// How often finished tasks past the retention are pruned.
@@ -118,6 +120,7 @@ impl Default for ManagerConfig {
             poll_interval: Duration::from_secs(1),
             sync_wait: Duration::from_secs(20),
             unreachable_after: 2,
+            node_down_after: Duration::from_secs(30),
             retention: Retention::default(),
             prune_interval: Duration::from_secs(5),
             remote: RemoteConfig::default(),
@@ -142,6 +145,9 @@ pub struct Manager {
     /// Tasks pruned here that their node has not forgotten yet (it did not answer), by node,
     /// with the placement of the copy to forget.
     to_forget: HashMap<String, HashSet<(TaskId, u64)>>,
+    /// Stopped copies of tasks on nodes other than the task's own (older placements), with
+    /// their placement: forgotten there when the task is removed.
+    stale_copies: HashMap<TaskId, HashSet<(String, u64)>>,
     /// While a sync reply is applied: the writes it starts, which must be durable before the
     /// node's cursor moves.
     collecting: Option<Vec<oneshot::Receiver<bool>>>,
@@ -171,7 +177,7 @@ impl Manager {
         let remote = config.remote.clone();
         Ok(Manager::create(move |_| {
             let mut manager = Manager {
-                nodes: NodeBook::new(config.unreachable_after),
+                nodes: NodeBook::new(config.unreachable_after, config.node_down_after),
                 config,
                 store,
                 scheduler,
@@ -179,6 +185,7 @@ impl Manager {
                 handles: HashMap::new(),
                 to_forget: HashMap::new(),
                 collecting: None,
+                stale_copies: HashMap::new(),
             };
             for node in nodes.into_iter().filter(|n| n.address != LOCAL_ADDRESS) {
                 let handle = WorkerHandle::Remote(
@@ -332,6 +339,10 @@ impl Manager {
                 "node {name} is unreachable: {}",
                 entry.error.as_deref().unwrap_or("no answer")
             ),
+            NodeStatus::Down => log::warn!(
+                "node {name} is down (silent for {}s): placing its tasks elsewhere",
+                self.config.node_down_after.as_secs_f64()
+            ),
         }
         self.scheduler.do_send(UpsertNode {
             name: name.to_string(),
@@ -340,9 +351,24 @@ impl Manager {
             eligible: entry.node.eligible,
             host: entry.node.host().to_string(),
         });
-        if status == NodeStatus::Ready {
+        if status == NodeStatus::Down {
+            self.lose_tasks_of(name, ctx);
+        }
+        if status != NodeStatus::Unreachable {
             self.book.clear_backoffs();
             self.place_pending(ctx);
+        }
+    }
+
+    /// Gives every task placed on `node`, which is Down, a new placement elsewhere: each goes
+    /// back to Pending (a change with the reason) and frees its reservation there.
+    fn lose_tasks_of(&mut self, node: &str, ctx: &mut Context<Self>) {
+        for id in self.book.placed_on(node) {
+            let reason = format!("node {node} is down: placing the task elsewhere");
+            if let Some(change) = self.book.lose(id, reason) {
+                self.scheduler.do_send(crate::scheduler::actor::Release(id));
+                self.commit_later(change, ctx);
+            }
         }
     }
 }
@@ -354,6 +380,9 @@ impl Actor for Manager {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(self.config.poll_interval, |act, ctx| {
             act.poll_all(ctx);
+            for name in act.nodes.check_down(chrono::Utc::now()) {
+                act.status_changed(&name, Some(NodeStatus::Down), ctx);
+            }
             act.place_pending(ctx);
         });
         ctx.run_interval(self.config.prune_interval, |act, ctx| act.prune(ctx));

@@ -27,6 +27,8 @@ pub struct NodeEntry {
     pub error: Option<String>,
     /// Failed calls in a row.
     failures: u32,
+    /// Since when it has not answered (from its first failed call in a row).
+    silent_since: Option<DateTime<Utc>>,
     /// How far the manager has applied the node's feed (None: never, or its store changed).
     pub cursor: Option<Cursor>,
     /// Changes with each join of this name: a sync started for an older join is dropped.
@@ -45,17 +47,42 @@ pub struct NodeBook {
     nodes: BTreeMap<String, NodeEntry>,
     /// Failed calls in a row after which a node is Unreachable.
     unreachable_after: u32,
+    /// How long a node may be silent before it is Down (and its tasks placed elsewhere).
+    down_after: Duration,
     generations: u64,
 }
 
 impl NodeBook {
-    /// An empty book; a node is Unreachable after `unreachable_after` failed calls in a row.
-    pub fn new(unreachable_after: u32) -> NodeBook {
+    /// An empty book; a node is Unreachable after `unreachable_after` failed calls in a row,
+    /// and Down once silent for `down_after`.
+    pub fn new(unreachable_after: u32, down_after: Duration) -> NodeBook {
         NodeBook {
             nodes: BTreeMap::new(),
             unreachable_after: unreachable_after.max(1),
+            down_after,
             generations: 0,
         }
+    }
+
+    /// Marks Down every node silent for longer than `down_after` at `now`, and returns their
+    /// names. A Down node's cursor is dropped: when it answers again, its first sync is a full
+    /// one, so that every copy it still runs is seen (and the stale ones stopped).
+    pub fn check_down(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let Ok(down_after) = chrono::Duration::from_std(self.down_after) else {
+            return Vec::new();
+        };
+        let mut down = Vec::new();
+        for entry in self.nodes.values_mut() {
+            let silent = entry
+                .silent_since
+                .is_some_and(|since| now - since >= down_after);
+            if silent && entry.status == NodeStatus::Unreachable {
+                entry.status = NodeStatus::Down;
+                entry.cursor = None;
+                down.push(entry.node.name.clone());
+            }
+        }
+        down
     }
 
     /// Adds `node`, or replaces the node of that name (keeping when it first joined); it starts
@@ -72,6 +99,7 @@ impl NodeBook {
             last_seen: None,
             error: None,
             failures: 0,
+            silent_since: None,
             cursor: None,
             generation: self.generations,
             syncing: false,
@@ -90,6 +118,11 @@ impl NodeBook {
     /// The node called `name`, to change.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut NodeEntry> {
         self.nodes.get_mut(name)
+    }
+
+    /// Forgets the node called `name`.
+    pub fn remove(&mut self, name: &str) -> Option<NodeEntry> {
+        self.nodes.remove(name)
     }
 
     /// Every node, by name.
@@ -116,6 +149,7 @@ impl NodeBook {
     pub fn answered(&mut self, name: &str, now: DateTime<Utc>) -> Option<NodeStatus> {
         let entry = self.nodes.get_mut(name)?;
         entry.failures = 0;
+        entry.silent_since = None;
         entry.last_seen = Some(now);
         entry.error = None;
         entry.retry.reset();
@@ -129,6 +163,10 @@ impl NodeBook {
         let entry = self.nodes.get_mut(name)?;
         entry.failures += 1;
         entry.error = Some(error);
+        entry.silent_since.get_or_insert_with(Utc::now);
+        if entry.status == NodeStatus::Down {
+            return None;
+        }
         if entry.failures >= threshold {
             set_status(entry, NodeStatus::Unreachable)
         } else {
@@ -140,6 +178,10 @@ impl NodeBook {
     pub fn unreachable(&mut self, name: &str, error: String) -> Option<NodeStatus> {
         let entry = self.nodes.get_mut(name)?;
         entry.error = Some(error);
+        entry.silent_since.get_or_insert_with(Utc::now);
+        if entry.status == NodeStatus::Down {
+            return None;
+        }
         set_status(entry, NodeStatus::Unreachable)
     }
 
@@ -188,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_node_is_unreachable_after_enough_failures_and_ready_when_it_answers() {
-        let mut book = NodeBook::new(2);
+        let mut book = NodeBook::new(2, Duration::from_secs(30));
         book.join(node("a"));
         assert_eq!(book.failed("a", "refused".into()), None);
         assert_eq!(
@@ -204,8 +246,32 @@ mod tests {
     }
 
     #[test]
+    fn a_node_silent_past_the_grace_is_down_with_its_cursor_dropped_and_ready_when_back() {
+        let mut book = NodeBook::new(1, Duration::from_secs(30));
+        let generation = book.join(node("a"));
+        let cursor = Cursor {
+            epoch: Uuid::new_v4(),
+            revision: 9,
+        };
+        book.advance("a", generation, cursor);
+        assert_eq!(
+            book.failed("a", "refused".into()),
+            Some(NodeStatus::Unreachable)
+        );
+        let soon = Utc::now() + chrono::Duration::seconds(5);
+        assert!(book.check_down(soon).is_empty());
+        let later = Utc::now() + chrono::Duration::seconds(31);
+        assert_eq!(book.check_down(later), ["a"]);
+        assert_eq!(book.get("a").unwrap().status, NodeStatus::Down);
+        assert_eq!(book.get("a").unwrap().cursor, None);
+        assert!(book.check_down(later).is_empty(), "Down once");
+        assert_eq!(book.failed("a", "refused".into()), None, "stays Down");
+        assert_eq!(book.answered("a", later), Some(NodeStatus::Ready));
+    }
+
+    #[test]
     fn a_rejoin_keeps_the_join_time_resets_the_cursor_and_fences_old_syncs() {
-        let mut book = NodeBook::new(2);
+        let mut book = NodeBook::new(2, Duration::from_secs(30));
         let first = book.join(node("a"));
         let joined_at = book.get("a").unwrap().node.joined_at;
         let cursor = Cursor {

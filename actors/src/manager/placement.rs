@@ -81,9 +81,10 @@ impl Manager {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.book.set_in_flight(id, false);
             match res {
-                Ok(reported) => {
+                Ok(_) => {
+                    // Taken. What becomes of the task comes through the node's feed, in order;
+                    // this answer may arrive after later changes, so it is not applied.
                     act.book.clear_backoff(&id);
-                    act.absorb(&node, &reported, ctx);
                 }
                 Err(WorkerError::Invalid(e)) => {
                     let reason = format!("node {node} refused the task: {e}");
@@ -138,7 +139,10 @@ impl Manager {
                         .and_then(|t| t.node.as_deref())
                         != Some(node)
                 {
-                    self.forget_on(node, reported.id, placement, ctx);
+                    // An old copy, stopped: its node keeps it (and its logs) until the task is
+                    // removed, and is then told to forget it too.
+                    let copies = self.stale_copies.entry(reported.id).or_default();
+                    copies.insert((node.to_string(), placement));
                 }
             }
             Merge::Same => {}
@@ -170,6 +174,7 @@ impl Manager {
         let stop = crate::worker::StopTask {
             id,
             placement: Some(placement),
+            stale: true,
         };
         ctx.spawn(
             async move {

@@ -134,6 +134,24 @@ impl Manager {
                     self.deliver(task, ctx);
                 }
             }
+            // Running here by the book, unknown to the node (its store was lost and no container
+            // of the task was left to adopt): it runs nowhere, so it is placed again.
+            for id in self.book.placed_on(node) {
+                let running = self
+                    .book
+                    .working(&id)
+                    .is_some_and(|t| t.state() == crate::task::TaskState::Running);
+                if running && !reported.contains(&id) && !self.book.is_in_flight(&id) {
+                    let reason =
+                        format!("node {node} does not have the task any more: placing it again");
+                    log::warn!("task {id}: {reason}");
+                    if let Some(change) = self.book.lose(id, reason) {
+                        self.scheduler.do_send(crate::scheduler::actor::Release(id));
+                        self.commit_later(change, ctx);
+                    }
+                }
+            }
+            self.place_pending(ctx);
         }
         writes
     }
@@ -209,6 +227,11 @@ impl Manager {
             let _ = done.send(ok);
             if ok && let Some(node) = &task.node {
                 act.forget_on(node, id, task.placement, ctx);
+            }
+            for (node, placement) in act.stale_copies.remove(&id).unwrap_or_default() {
+                if ok {
+                    act.forget_on(&node, id, placement, ctx);
+                }
             }
         }));
         Some(written)

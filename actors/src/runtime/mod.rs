@@ -32,6 +32,13 @@ pub const LABEL_TASK_NAME: &str = "cube.task.name";
 pub const LABEL_WORKER: &str = "cube.worker";
 /// The label holding the task's placement number the container was started for.
 pub const LABEL_PLACEMENT: &str = "cube.placement";
+/// The label holding the task as it was started (JSON), to adopt the container from.
+pub const LABEL_TASK: &str = "cube.task";
+
+/// The task of a container, read back from its [`LABEL_TASK`].
+pub fn task_from_label(label: &str) -> Option<Task> {
+    serde_json::from_str(label).ok()
+}
 
 /// What went wrong talking to the runtime.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,7 +132,7 @@ impl ContainerStatus {
 }
 
 /// A container carrying Cube's labels, as found by [`ListManaged`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ManagedContainer {
     /// The container id.
     pub id: String,
@@ -133,6 +140,9 @@ pub struct ManagedContainer {
     pub task_id: Option<TaskId>,
     /// The task's placement it was started for, from its label (None if absent).
     pub placement: Option<u64>,
+    /// The task as it was started, from its label (None if absent or unreadable): what a
+    /// worker that lost its store adopts the container from.
+    pub task: Option<Task>,
     /// Whether it is running.
     pub running: bool,
 }

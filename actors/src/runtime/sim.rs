@@ -17,12 +17,13 @@ use super::{
     ContainerExited, ContainerInfo, ContainerStatus, Inspect, ListManaged, Logs, ManagedContainer,
     Ping, Remove, RuntimeError, Start, Stop, Watch, container_name, requested_exit,
 };
-use crate::task::{PortBinding, TaskId, parse_port_spec};
+use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
 /// One simulated container.
 struct SimContainer {
     task_id: TaskId,
     placement: u64,
+    task: Task,
     info: ContainerInfo,
     logs: Vec<(DateTime<Utc>, String)>,
 }
@@ -130,6 +131,7 @@ impl Handler<Start> for SimRuntime {
             SimContainer {
                 task_id: task.id,
                 placement: task.placement,
+                task: task.clone(),
                 info: info.clone(),
                 logs: vec![(
                     Utc::now(),
@@ -235,6 +237,7 @@ impl Handler<ListManaged> for SimRuntime {
                 id: id.clone(),
                 task_id: Some(c.task_id),
                 placement: Some(c.placement),
+                task: Some(c.task.clone()),
                 running: c.info.status == ContainerStatus::Running,
             })
             .collect())

@@ -240,6 +240,21 @@ impl Handler<Release> for SchedulerActor {
     }
 }
 
+/// Forgets a node (its tasks were released first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveNode(pub String);
+
+/// Handler for [`RemoveNode`].
+impl Handler<RemoveNode> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, RemoveNode(name): RemoveNode, _: &mut Context<Self>) {
+        self.nodes.remove(&name);
+        self.hosts.remove(&name);
+    }
+}
+
 /// Every node as the scheduler sees it, by name.
 #[derive(Message)]
 #[rtype(result = "Vec<NodeView>")]

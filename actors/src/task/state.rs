@@ -47,7 +47,7 @@ impl TaskState {
             (self, next),
             (Pending, Scheduled | Completed | Failed)
                 | (Scheduled, Pending | Running | Completed | Failed)
-                | (Running, Scheduled | Completed | Failed)
+                | (Running, Pending | Scheduled | Completed | Failed)
                 | (Failed, Scheduled | Completed)
         )
     }
@@ -148,7 +148,7 @@ mod tests {
         let expected: [(TaskState, [bool; 5]); 5] = [
             (Pending, [false, true, false, true, true]),
             (Scheduled, [true, false, true, true, true]),
-            (Running, [false, true, false, true, true]),
+            (Running, [true, true, false, true, true]),
             (Completed, [false, false, false, false, false]),
             (Failed, [false, true, false, true, false]),
         ];

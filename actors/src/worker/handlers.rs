@@ -4,13 +4,14 @@ use actix::prelude::*;
 use futures_util::future::Either;
 use tokio::sync::oneshot;
 
+use super::exit::short;
 use super::feed::Answer;
 use super::{
     ForgetTask, GetNodeInfo, GetTask, ListTasks, NodeInfo, PROTOCOL_VERSION, RunTask, StopTask,
     Sync, SyncReply, TaskDetail, TaskLogs, Waiter, Worker, WorkerError, WorkerStats,
 };
 use crate::metrics::{GetStats, Stats};
-use crate::runtime::{ContainerExited, Inspect, Logs, Ping, Remove, Stop};
+use crate::runtime::{ContainerExited, Inspect, ListManaged, Logs, Ping, Remove, Stop, Watch};
 use crate::store::{Batch, Op};
 use crate::task::{Task, TaskState};
 
@@ -104,7 +105,7 @@ impl Handler<StopTask> for Worker {
     type Result = ResponseActFuture<Self, Result<Task, WorkerError>>;
 
     fn handle(&mut self, msg: StopTask, _: &mut Context<Self>) -> Self::Result {
-        let id = msg.id;
+        let (id, stale) = (msg.id, msg.stale);
         let Some(task) = self.visible(&id).cloned() else {
             return Box::pin(fut::ready(Err(WorkerError::NotFound(id))));
         };
@@ -140,7 +141,19 @@ impl Handler<StopTask> for Worker {
                 if task.is_finished() {
                     return Ok(None);
                 }
-                task.transition(TaskState::Completed, "stopped by user")?;
+                let reason = if stale {
+                    log::info!(
+                        "task {id}: stopping its stale copy (placement {})",
+                        task.placement
+                    );
+                    format!(
+                        "stopped: placement {} is stale, the task was placed again",
+                        task.placement
+                    )
+                } else {
+                    "stopped by user".to_string()
+                };
+                task.transition(TaskState::Completed, reason)?;
                 task.host_ports.clear();
                 Ok(Some(task))
             });
@@ -342,5 +355,67 @@ impl Handler<ContainerExited> for Worker {
 
     fn handle(&mut self, msg: ContainerExited, ctx: &mut Context<Self>) {
         self.container_ended(msg, ctx);
+    }
+}
+
+/// Takes back the running containers labelled for this worker whose task its store does not
+/// know (the store was lost: a deleted data dir, `--store memory`), from the task their label
+/// holds: the same container keeps running, with its placement and restart count. Answered once
+/// the adopted tasks are durable; `Worker::start` waits for it, so a manager never sees the
+/// worker without them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Adopt;
+
+/// Handler for [`Adopt`].
+impl Handler<Adopt> for Worker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Adopt, _: &mut Context<Self>) -> Self::Result {
+        let runtime = self.runtime.clone();
+        let listed = async move { runtime.send(ListManaged).await };
+        Box::pin(listed.into_actor(self).then(|listed, act, ctx| {
+            let mut written = Vec::new();
+            let containers = match listed {
+                Ok(Ok(containers)) => containers,
+                Ok(Err(e)) | Err(e) => {
+                    log::warn!("cannot list this worker's containers to adopt them: {e}");
+                    Vec::new()
+                }
+            };
+            for c in containers.into_iter().filter(|c| c.running) {
+                let Some(task) = c.task else {
+                    continue;
+                };
+                if act.tasks.contains_key(&task.id) {
+                    continue;
+                }
+                let reason = format!(
+                    "container {} adopted: this worker's store did not know it",
+                    short(&c.id)
+                );
+                log::info!("task {} ({}): {reason}", task.id, task.name);
+                let (restarts, placement) = (task.restart_count, task.placement);
+                let mut task = act.admit(task, reason.clone());
+                task.restart_count = restarts;
+                task.placement = placement;
+                task.container_id = c.id.clone();
+                if task.transition(TaskState::Running, reason).is_err() {
+                    continue;
+                }
+                act.runtime.do_send(Watch {
+                    task_id: task.id,
+                    container_id: c.id,
+                });
+                let (done, durable) = oneshot::channel();
+                ctx.spawn(act.write(task).map(move |_, _, _| {
+                    let _ = done.send(());
+                }));
+                written.push(durable);
+            }
+            futures_util::future::join_all(written)
+                .into_actor(act)
+                .map(|_, _, _| ())
+        }))
     }
 }

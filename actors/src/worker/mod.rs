@@ -118,7 +118,7 @@ impl Worker {
             store.send(Put(feed.head())).await??;
         }
         let tasks = tasks.into_iter().map(|t| (t.id, t)).collect();
-        Ok(Worker::create(move |ctx| {
+        let worker = Worker::create(move |ctx| {
             let exits = ctx.address().recipient();
             let runtime = match runtime {
                 RuntimeKind::Docker { publish_ip } => RuntimeHandle::Docker(
@@ -141,7 +141,10 @@ impl Worker {
                 stopping: HashSet::new(),
                 start_retries: HashMap::new(),
             }
-        }))
+        });
+        // Before anyone can ask: containers whose task the store lost are taken back.
+        worker.send(handlers::Adopt).await?;
+        Ok(worker)
     }
 
     /// Makes `task` the current copy under the feed's next revision and writes it; resolves once

@@ -106,14 +106,17 @@ pub struct StopTask {
     /// Stop only a copy of this placement or older (a manager stopping a stale copy must not
     /// stop a newer one); `None` stops whatever the worker has.
     pub placement: Option<u64>,
+    /// The copy is stale (the task was placed again, elsewhere or later), not stopped by a user.
+    pub stale: bool,
 }
 
 impl StopTask {
-    /// Stops task `id`, whatever its placement.
+    /// A user's stop of task `id`, whatever its placement.
     pub fn any(id: TaskId) -> StopTask {
         StopTask {
             id,
             placement: None,
+            stale: false,
         }
     }
 }

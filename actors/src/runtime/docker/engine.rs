@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::runtime::{
-    ContainerExited, ContainerInfo, ContainerStatus, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK_ID,
-    LABEL_TASK_NAME, LABEL_WORKER, RuntimeError, container_name,
+    ContainerExited, ContainerInfo, ContainerStatus, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK,
+    LABEL_TASK_ID, LABEL_TASK_NAME, LABEL_WORKER, RuntimeError, container_name,
 };
 use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
@@ -96,6 +96,10 @@ pub(super) fn create_body(task: &Task, worker: &str, publish_ip: &str) -> Contai
         (LABEL_PLACEMENT.to_string(), task.placement.to_string()),
         (LABEL_TASK_NAME.to_string(), task.name.clone()),
         (LABEL_WORKER.to_string(), worker.to_string()),
+        (
+            LABEL_TASK.to_string(),
+            serde_json::to_string(task).unwrap_or_default(),
+        ),
     ]);
     let mut port_bindings = HashMap::new();
     let mut exposed = Vec::new();

@@ -23,9 +23,9 @@ use engine::{connect, failed, inspect, is_status, remove, start, unavailable, wa
 pub use engine::{docker_available, echo_image_tar, import_image};
 
 use super::{
-    ContainerExited, ContainerInfo, Inspect, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK_ID,
-    LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, Remove, RuntimeError, Start, Stop,
-    Watch,
+    ContainerExited, ContainerInfo, Inspect, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK,
+    LABEL_TASK_ID, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, Remove, RuntimeError,
+    Start, Stop, Watch, task_from_label,
 };
 
 /// Runs tasks as containers on the local Docker engine.
@@ -211,10 +211,12 @@ impl Handler<ListManaged> for DockerRuntime {
                     let labels = c.labels.as_ref()?;
                     let task_id = labels.get(LABEL_TASK_ID)?.parse().ok();
                     let placement = labels.get(LABEL_PLACEMENT).and_then(|p| p.parse().ok());
+                    let task = labels.get(LABEL_TASK).and_then(|t| task_from_label(t));
                     Some(ManagedContainer {
                         id: c.id?,
                         task_id,
                         placement,
+                        task,
                         running: c.state.map(|s| s.to_string()) == Some("running".into()),
                     })
                 })
