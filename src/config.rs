@@ -84,6 +84,14 @@ pub struct WorkerSettings {
     pub max_restarts: u32,
     /// Milliseconds before the first restart in place; doubled for each next one (up to 30 s).
     pub restart_delay_ms: u64,
+    /// Milliseconds between health checks of a task that has one.
+    pub health_interval_ms: u64,
+    /// Milliseconds one health check may take.
+    pub health_timeout_ms: u64,
+    /// Milliseconds after a task's start before its health is checked.
+    pub health_grace_ms: u64,
+    /// Failed health checks in a row that make a task unhealthy (stopped, restarted by policy).
+    pub health_failures: u32,
     /// Milliseconds between metrics samples.
     pub stats_interval_ms: u64,
     /// CPU cores offered to tasks; 0 means all of the machine's.
@@ -113,6 +121,10 @@ impl Default for WorkerSettings {
             reconcile_interval_ms: 2000,
             max_restarts: 3,
             restart_delay_ms: 1000,
+            health_interval_ms: 5000,
+            health_timeout_ms: 2000,
+            health_grace_ms: 5000,
+            health_failures: 3,
             stats_interval_ms: 1000,
             cpu: 0.0,
             memory: Size(0),
@@ -180,6 +192,9 @@ pub struct ManagerSettings {
     pub sync_wait_ms: u64,
     /// Milliseconds a worker may be silent before it is Down and its tasks are placed elsewhere.
     pub node_down_after_ms: u64,
+    /// Times a task that failed for good on a node (its restarts in place spent) is placed again
+    /// on another node, if its policy restarts it.
+    pub max_replacements: u32,
     /// Milliseconds allowed for one call to a remote worker.
     pub worker_timeout_ms: u64,
     /// Submissions handled at once; more get 429 with Retry-After.
@@ -204,6 +219,7 @@ impl Default for ManagerSettings {
             poll_interval_ms: 1000,
             sync_wait_ms: 20_000,
             node_down_after_ms: 30_000,
+            max_replacements: 1,
             worker_timeout_ms: 10_000,
             max_in_flight: 1024,
             retain_finished: 1000,
@@ -239,6 +255,14 @@ pub struct ClusterSettings {
     pub max_restarts: u32,
     /// Milliseconds before the first restart in place; doubled for each next one (up to 30 s).
     pub restart_delay_ms: u64,
+    /// Milliseconds between health checks of a task that has one.
+    pub health_interval_ms: u64,
+    /// Milliseconds one health check may take.
+    pub health_timeout_ms: u64,
+    /// Milliseconds after a task's start before its health is checked.
+    pub health_grace_ms: u64,
+    /// Failed health checks in a row that make a task unhealthy (stopped, restarted by policy).
+    pub health_failures: u32,
     /// CPU cores each node offers; 0 means an equal share of the machine.
     pub node_cpu: f64,
     /// Memory each node offers; 0 means an equal share of the machine.
@@ -263,6 +287,10 @@ impl Default for ClusterSettings {
             stop_timeout_secs: 10,
             max_restarts: 3,
             restart_delay_ms: 1000,
+            health_interval_ms: 5000,
+            health_timeout_ms: 2000,
+            health_grace_ms: 5000,
+            health_failures: 3,
             node_cpu: 0.0,
             node_memory: Size(0),
             node_disk: Size(0),

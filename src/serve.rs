@@ -14,6 +14,7 @@ use cube_actors::remote_worker::{RemoteConfig, join_manager};
 use cube_actors::resources::Resources;
 use cube_actors::store::{Store, StoreKind};
 use cube_actors::worker::exit::RestartBudget;
+use cube_actors::worker::health::HealthSettings;
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
 
 use crate::api::manager::ManagerState;
@@ -121,6 +122,12 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
             max_restarts: settings.max_restarts,
             delay: Duration::from_millis(settings.restart_delay_ms),
         },
+        health: HealthSettings {
+            interval: Duration::from_millis(settings.health_interval_ms.max(50)),
+            timeout: Duration::from_millis(settings.health_timeout_ms.max(10)),
+            grace: Duration::from_millis(settings.health_grace_ms),
+            failures: settings.health_failures.max(1),
+        },
     };
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
@@ -191,6 +198,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
         poll_interval: Duration::from_millis(settings.poll_interval_ms.max(50)),
         sync_wait: Duration::from_millis(settings.sync_wait_ms.clamp(100, 60_000)),
         node_down_after: Duration::from_millis(settings.node_down_after_ms),
+        max_replacements: settings.max_replacements,
         retention: Retention {
             max_finished: settings.retain_finished,
             max_age: Duration::from_secs(settings.retain_finished_secs),
@@ -304,6 +312,12 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
             restarts: RestartBudget {
                 max_restarts: settings.max_restarts,
                 delay: Duration::from_millis(settings.restart_delay_ms),
+            },
+            health: HealthSettings {
+                interval: Duration::from_millis(settings.health_interval_ms.max(50)),
+                timeout: Duration::from_millis(settings.health_timeout_ms.max(10)),
+                grace: Duration::from_millis(settings.health_grace_ms),
+                failures: settings.health_failures.max(1),
             },
         };
         let worker = Worker::start(config, store, runtime.clone(), Some(metrics.clone()))

@@ -536,11 +536,11 @@ async fn a_fixed_host_port_is_given_once_per_machine() {
     ];
     let up = CubeProcess::spawn(&args, &[]);
     let _cleanup: Vec<Cleanup> = (1..=3).map(|i| Cleanup(format!("{prefix}-{i}"))).collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Outside the ephemeral range, where Docker gives other tests' containers their ports.
+    let port = (0..1000)
+        .map(|_| 20_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap();
     let fixed = json!({"PortBindings": {"7777/tcp": port.to_string()}});
     let (first, second) = (event(image, fixed.clone()), event(image, fixed));
     let url = format!("{}/tasks", up.base);

@@ -544,3 +544,71 @@ async fn a_worker_that_lost_its_store_adopts_its_containers() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
+
+/// A task whose health check fails on Docker (the echo image's `/healthfail`), with 2 restarts
+/// in place and 1 re-placement allowed: restarted twice on its node, then placed on the other
+/// node under a new placement, restarted twice there, then Failed saying it was not placed
+/// again.
+#[actix_rt::test]
+async fn an_unhealthy_task_is_restarted_in_place_then_placed_elsewhere_then_fails() {
+    if !docker_ready().await {
+        return;
+    }
+    let image = echo_image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("hc-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let _cleanup = (
+        Cleanup(format!("{prefix}-1")),
+        Cleanup(format!("{prefix}-2")),
+    );
+    let config = dir.path().join("cluster.toml");
+    let settings = "max_restarts = 2\nrestart_delay_ms = 200\nhealth_interval_ms = 200\n\
+                    health_grace_ms = 300\nhealth_failures = 2\nhealth_timeout_ms = 500\n\
+                    stop_timeout_secs = 1\n[manager]\nmax_replacements = 1\npoll_interval_ms = 200\n";
+    std::fs::write(&config, settings).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let args = [
+        "up",
+        "-c",
+        config.to_str().unwrap(),
+        "--workers",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--node-prefix",
+        &prefix,
+        "--node-cpu",
+        "1",
+        "--node-memory",
+        "1Gi",
+    ];
+    let up = CubeProcess::spawn(&args, &[]);
+    let ev = event(
+        image,
+        json!({"HealthCheck": "/healthfail", "ExposedPorts": {"7777/tcp": {}}}),
+    );
+    let id = ev["Task"]["ID"].as_str().unwrap().to_string();
+    assert_eq!(post(&format!("{}/tasks", up.base), &ev).await.0, 201);
+    let first = wait_task_state(
+        &format!("{}/tasks/{id}", up.base),
+        "/State",
+        "Running",
+        SETTLE,
+    )
+    .await;
+    let first_node = first["Node"].as_str().unwrap().to_string();
+    let url = format!("{}/tasks/{id}", up.base);
+    let failed = wait_task_state(&url, "/State", "Failed", Duration::from_secs(60)).await;
+    assert_eq!(failed["Placement"], 2, "{failed}");
+    assert_eq!(failed["Replacements"], 1, "{failed}");
+    assert_eq!(failed["RestartCount"], 4, "{failed}");
+    assert_ne!(failed["Node"], first_node.as_str(), "{failed}");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unhealthy: GET /healthfail answered 500"),
+        "{reason}"
+    );
+    assert!(reason.contains("not placed again"), "{reason}");
+}

@@ -502,3 +502,48 @@ async fn a_vanished_container_fails_its_task() {
     let reason = detail["Task"]["Reason"].as_str().unwrap();
     assert_eq!(reason, format!("container {} vanished", &container[..12]));
 }
+
+/// A task whose health check fails (simulated: `SIM_HEALTH_FAIL_AFTER_MS`) is unhealthy after
+/// the configured failures in a row: stopped and restarted in place, then Failed with the reason
+/// once the restarts are spent; a healthy one keeps running.
+#[actix_rt::test]
+async fn an_unhealthy_task_is_restarted_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = worker_settings(RuntimeChoice::Sim, StoreChoice::Memory, dir.path());
+    settings.restart_delay_ms = 100;
+    settings.max_restarts = 1;
+    settings.health_interval_ms = 100;
+    settings.health_grace_ms = 0;
+    settings.health_failures = 2;
+    let worker = TestWorker::start_with(settings, dir).await;
+    let port = json!({"7777/tcp": {}});
+    let sick = event(
+        "sim/echo:latest",
+        json!({"HealthCheck": "/health", "ExposedPorts": port, "Env": ["SIM_HEALTH_FAIL_AFTER_MS=200"]}),
+    );
+    let well = event(
+        "sim/echo:latest",
+        json!({"HealthCheck": "/health", "ExposedPorts": port}),
+    );
+    for ev in [&sick, &well] {
+        assert_eq!(post(&format!("{}/tasks", worker.base), ev).await.0, 201);
+    }
+    let failed = worker
+        .wait_state(sick["Task"]["ID"].as_str().unwrap(), "Failed", START)
+        .await;
+    assert_eq!(failed["RestartCount"], 1);
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("unhealthy: GET /health answered 500"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("2 checks in a row") && reason.contains("after 1 restarts"),
+        "{reason}"
+    );
+    let fine = worker.task(well["Task"]["ID"].as_str().unwrap()).await;
+    assert_eq!(
+        (&fine["State"], &fine["RestartCount"]),
+        (&json!("Running"), &json!(0))
+    );
+}

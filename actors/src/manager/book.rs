@@ -128,6 +128,8 @@ pub struct TaskBook {
     in_flight: HashSet<TaskId>,
     /// Tasks a node failed to take: not placed again before the instant.
     backoff: HashMap<TaskId, (Instant, Backoff)>,
+    /// Nodes each task failed for good on (avoided when it is placed again).
+    avoid: HashMap<TaskId, BTreeSet<String>>,
 }
 
 /// The first wait before placing again a task that a node failed to take.
@@ -140,6 +142,9 @@ impl TaskBook {
     pub fn load(tasks: impl IntoIterator<Item = Task>) -> TaskBook {
         let mut book = TaskBook::default();
         for task in tasks {
+            if let Some(old) = book.tasks.remove(&task.id) {
+                book.unindex(&old);
+            }
             book.index(&task);
             book.tasks.insert(task.id, task);
         }
@@ -287,7 +292,7 @@ impl TaskBook {
     }
 
     /// Moves a Pending task to a changed copy through the state machine, if allowed.
-    fn change(
+    pub(super) fn change(
         &mut self,
         id: TaskId,
         edit: impl FnOnce(&mut Task) -> Result<(), crate::task::InvalidTransition>,
@@ -328,33 +333,6 @@ impl TaskBook {
             task.reason = reason;
             Ok(())
         })
-    }
-
-    /// Takes a Scheduled or Running task off its node, which is lost: back to Pending, to be
-    /// placed again (with a new placement number) elsewhere.
-    pub fn lose(&mut self, id: TaskId, reason: String) -> Option<Change> {
-        self.change(id, |task| {
-            if !task.state().is_active() {
-                return Err(not_from(task, TaskState::Pending));
-            }
-            task.transition(TaskState::Pending, reason)?;
-            task.node = None;
-            task.container_id.clear();
-            task.host_ports.clear();
-            Ok(())
-        })
-    }
-
-    /// The tasks placed on `node` that may have a container there (Scheduled or Running).
-    pub fn placed_on(&self, node: &str) -> Vec<TaskId> {
-        let Some(on_node) = self.by_node.get(node) else {
-            return Vec::new();
-        };
-        on_node
-            .iter()
-            .filter(|(_, id)| self.tasks.get(id).is_some_and(|t| t.state().is_active()))
-            .map(|(_, id)| *id)
-            .collect()
     }
 
     /// Fails a task (a node found it invalid).
@@ -420,6 +398,7 @@ impl TaskBook {
         task.finish_time = reported.finish_time.or(task.finish_time);
         task.exit_code = reported.exit_code;
         task.restart_count = reported.restart_count;
+        task.restarts_here = reported.restarts_here;
         task.reason = reported.reason.clone();
         if &task == ours {
             return Merge::Same;
@@ -470,7 +449,7 @@ fn remove_from<K: std::hash::Hash + Eq>(
     }
 }
 
-fn not_from(task: &Task, to: TaskState) -> crate::task::InvalidTransition {
+pub(super) fn not_from(task: &Task, to: TaskState) -> crate::task::InvalidTransition {
     crate::task::InvalidTransition {
         task: task.id,
         from: task.state(),

@@ -105,6 +105,8 @@ pub struct ManagerConfig {
     pub unreachable_after: u32,
     /// How long a node may be silent before it is Down and its tasks are placed elsewhere.
     pub node_down_after: Duration,
+    /// Times a task that failed for good on a node is placed again on another, by its policy.
+    pub max_replacements: u32,
     /// How long finished tasks are kept.
     pub retention: Retention,
     /// How often finished tasks past the retention are pruned.
@@ -121,6 +123,7 @@ impl Default for ManagerConfig {
             sync_wait: Duration::from_secs(20),
             unreachable_after: 2,
             node_down_after: Duration::from_secs(30),
+            max_replacements: 1,
             retention: Retention::default(),
             prune_interval: Duration::from_secs(5),
             remote: RemoteConfig::default(),
@@ -382,6 +385,7 @@ impl Actor for Manager {
             act.poll_all(ctx);
             for name in act.nodes.check_down(chrono::Utc::now()) {
                 act.status_changed(&name, Some(NodeStatus::Down), ctx);
+                act.sync_all(ctx);
             }
             act.place_pending(ctx);
         });

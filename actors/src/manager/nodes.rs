@@ -79,6 +79,11 @@ impl NodeBook {
             if silent && entry.status == NodeStatus::Unreachable {
                 entry.status = NodeStatus::Down;
                 entry.cursor = None;
+                // A sync still under way must not put a cursor back: it belongs to the old
+                // generation and is dropped when it ends; the next one is a full resync.
+                self.generations += 1;
+                entry.generation = self.generations;
+                entry.syncing = false;
                 down.push(entry.node.name.clone());
             }
         }
@@ -263,6 +268,9 @@ mod tests {
         let later = Utc::now() + chrono::Duration::seconds(31);
         assert_eq!(book.check_down(later), ["a"]);
         assert_eq!(book.get("a").unwrap().status, NodeStatus::Down);
+        assert_eq!(book.get("a").unwrap().cursor, None);
+        // A sync that was under way when it went Down cannot put its cursor back.
+        book.advance("a", generation, cursor);
         assert_eq!(book.get("a").unwrap().cursor, None);
         assert!(book.check_down(later).is_empty(), "Down once");
         assert_eq!(book.failed("a", "refused".into()), None, "stays Down");

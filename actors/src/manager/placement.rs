@@ -7,8 +7,8 @@ use actix::prelude::*;
 
 use super::Manager;
 use super::book::Merge;
-use crate::scheduler::actor::{Place, Release};
-use crate::task::{Task, TaskId};
+use crate::scheduler::actor::{PlaceAvoiding, Release};
+use crate::task::{RestartPolicy, Task, TaskId, TaskState};
 use crate::worker::{RunTask, WorkerError};
 
 impl Manager {
@@ -22,11 +22,19 @@ impl Manager {
     /// Asks the scheduler for a node for task `id`; the scheduler serializes these, so placements
     /// made back to back see each other's reservations.
     pub(super) fn place(&mut self, id: TaskId, ctx: &mut Context<Self>) {
-        let Some(task) = self.book.working(&id).cloned() else {
+        // Only a Pending task not already being placed: placing one twice would release the
+        // reservation the first placement holds.
+        let Some(task) = self
+            .book
+            .working(&id)
+            .filter(|t| t.state() == TaskState::Pending && !self.book.is_in_flight(&id))
+            .cloned()
+        else {
             return;
         };
         self.book.set_in_flight(id, true);
-        let decision = self.scheduler.send(Place(task));
+        let avoid = self.book.avoided(&id);
+        let decision = self.scheduler.send(PlaceAvoiding { task, avoid });
         ctx.spawn(
             decision
                 .into_actor(self)
@@ -147,16 +155,55 @@ impl Manager {
             }
             Merge::Same => {}
             Merge::Changed(change) => {
+                let failed = change.to == Some(TaskState::Failed);
                 let finished = change.after.as_ref().is_some_and(Task::is_finished);
                 if finished && change.from.is_some_and(|s| s.is_active()) {
                     self.scheduler.do_send(Release(change.task));
                 }
+                let replace = failed.then(|| change.after.clone()).flatten();
                 self.commit_later(*change, ctx);
+                if let Some(task) = replace {
+                    self.maybe_replace(node, &task, ctx);
+                }
                 if finished {
                     // Capacity was freed: what waits may fit now.
                     self.place_pending(ctx);
                 }
             }
+        }
+    }
+
+    /// A task failed for good on `node` (its restarts in place spent): if its policy restarts
+    /// it and the re-placement budget allows, it is placed again, on another node if one fits.
+    fn maybe_replace(&mut self, node: &str, task: &Task, ctx: &mut Context<Self>) {
+        let restarts = task.restart_policy != RestartPolicy::No;
+        // Errors no restart fixes (image missing, invalid settings) are not retried elsewhere.
+        let could_start = !task.reason.starts_with("container could not start");
+        if !(restarts && could_start) {
+            return;
+        }
+        if task.replacements >= self.config.max_replacements {
+            let reason = format!(
+                "{}; not placed again: it was placed again {} times, the most allowed",
+                task.reason, task.replacements
+            );
+            if let Some(change) = self.book.annotate(task.id, reason) {
+                self.commit_later(change, ctx);
+            }
+            return;
+        }
+        let reason = format!(
+            "failed for good on node {node} ({}); placing it on another node (re-placement {} of {})",
+            task.reason,
+            task.replacements + 1,
+            self.config.max_replacements
+        );
+        if let Some(change) = self.book.replace_elsewhere(task.id, reason) {
+            log::info!("task {}: {}", task.id, change.reason);
+            let copies = self.stale_copies.entry(task.id).or_default();
+            copies.insert((node.to_string(), task.placement));
+            self.commit_later(change, ctx);
+            self.place_pending(ctx);
         }
     }
 

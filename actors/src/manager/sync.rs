@@ -24,7 +24,7 @@ impl Manager {
     }
 
     /// Asks `name` for the changes after its cursor, applies them, and asks again.
-    fn sync(&mut self, name: String, ctx: &mut Context<Self>) {
+    pub(super) fn sync(&mut self, name: String, ctx: &mut Context<Self>) {
         let (Some(entry), Some(handle)) = (self.nodes.get_mut(&name), self.handles.get(&name))
         else {
             return;

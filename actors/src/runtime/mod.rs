@@ -8,6 +8,7 @@
 //! given at start.
 
 mod docker;
+pub mod health;
 mod sim;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::task::{PortBinding, PortSpec, Task, TaskId};
 
 pub use docker::{DockerRuntime, docker_available, echo_image_tar, import_image};
+pub use health::Health;
 pub use sim::SimRuntime;
 
 /// The label every Cube container carries, with the value `true`.
@@ -163,6 +165,16 @@ pub struct Stop {
     /// The container.
     pub container_id: String,
     /// How long it gets to exit after SIGTERM.
+    pub timeout: Duration,
+}
+
+/// Runs a task's health check against its container (see [`health::probe`]).
+#[derive(Message)]
+#[rtype(result = "Health")]
+pub struct Probe {
+    /// The task, with its container and published ports.
+    pub task: Task,
+    /// How long the check may take.
     pub timeout: Duration,
 }
 

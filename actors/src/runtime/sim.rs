@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     ContainerExited, ContainerInfo, ContainerStatus, Inspect, ListManaged, Logs, ManagedContainer,
-    Ping, Remove, RuntimeError, Start, Stop, Watch, container_name, requested_exit,
+    Ping, Probe, Remove, RuntimeError, Start, Stop, Watch, container_name, requested_exit,
 };
 use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
@@ -162,6 +162,22 @@ impl Handler<Stop> for SimRuntime {
             c.logs.push((Utc::now(), "stopped".into()));
         }
         Ok(())
+    }
+}
+
+/// Handler for [`Probe`]: simulated (see [`super::health::simulated`]).
+impl Handler<Probe> for SimRuntime {
+    type Result = MessageResult<Probe>;
+
+    fn handle(&mut self, msg: Probe, _: &mut Context<Self>) -> Self::Result {
+        let started = self
+            .containers
+            .get(&msg.task.container_id)
+            .and_then(|c| c.info.started_at);
+        let running_for = started
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .unwrap_or_default();
+        MessageResult(super::health::simulated(&msg.task, running_for))
     }
 }
 

@@ -183,6 +183,32 @@ impl Handler<Place> for SchedulerActor {
     type Result = Result<String, Unplaceable>;
 
     fn handle(&mut self, Place(task): Place, _: &mut Context<Self>) -> Self::Result {
+        self.place(task, &[])
+    }
+}
+
+/// Chooses a node for a task, avoiding some nodes if another fits (a task that failed for good
+/// on a node is placed again elsewhere), and reserves the task's resources there.
+#[derive(Message)]
+#[rtype(result = "Result<String, Unplaceable>")]
+pub struct PlaceAvoiding {
+    /// The task.
+    pub task: Task,
+    /// The nodes to avoid.
+    pub avoid: Vec<String>,
+}
+
+/// Handler for [`PlaceAvoiding`].
+impl Handler<PlaceAvoiding> for SchedulerActor {
+    type Result = Result<String, Unplaceable>;
+
+    fn handle(&mut self, msg: PlaceAvoiding, _: &mut Context<Self>) -> Self::Result {
+        self.place(msg.task, &msg.avoid)
+    }
+}
+
+impl SchedulerActor {
+    fn place(&mut self, task: Task, avoid: &[String]) -> Result<String, Unplaceable> {
         self.release(task.id);
         let wanted = fixed_host_ports(&task);
         let taken = if wanted.is_empty() {
@@ -195,9 +221,22 @@ impl Handler<Place> for SchedulerActor {
             let host = hosts.get(n.name()).map_or(n.name(), String::as_str);
             !taken.contains(&(host.to_string(), port))
         };
-        let node = self
+        let elsewhere = self
+            .nodes
+            .values()
+            .filter(|n| !avoid.iter().any(|a| a == n.name()));
+        let node = match self
             .scheduler
-            .select_with_ports(&task, self.nodes.values(), port_free)?;
+            .select_with_ports(&task, elsewhere, |n, p| port_free(n, p))
+        {
+            Ok(node) => node,
+            // No other node fits: an avoided one is better than none.
+            Err(_) if !avoid.is_empty() => {
+                self.scheduler
+                    .select_with_ports(&task, self.nodes.values(), |n, p| port_free(n, p))?
+            }
+            Err(e) => return Err(e),
+        };
         self.reserve(task.id, node.clone(), Resources::of(&task), wanted);
         Ok(node)
     }

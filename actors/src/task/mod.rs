@@ -4,6 +4,7 @@
 //! names, a `TaskEvent {ID, State, Timestamp, Task}` as the request body. Units are fixed here
 //! and nowhere else: `Cpu` is in cores, `Memory` and `Disk` are in bytes.
 
+mod policy;
 mod state;
 
 use std::borrow::Cow;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+pub use policy::RestartPolicy;
 pub use state::TaskState;
 
 /// A task's identity: the key in every store, on the manager and on the workers.
@@ -58,64 +60,6 @@ pub struct PortBinding {
     /// The host port, as a string (Docker's convention).
     #[serde(default)]
     pub host_port: String,
-}
-
-/// What happens when a task's container ends. Cube applies it itself (on the worker, in place,
-/// within a budget of restarts); Docker's own restart policy is always off, so that Cube knows
-/// of every restart. A stop by the user is final whatever the policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// Never restart.
-    No,
-    /// Restart whenever the container ends, also with code 0.
-    Always,
-    /// Restart whenever the container ends (a user's stop is final in any case).
-    UnlessStopped,
-    /// Restart only when the container failed. A task that names no policy (the book's `""`)
-    /// gets this one: the book's behaviour, restarted on failure, at most 3 times by default.
-    #[default]
-    OnFailure,
-}
-
-impl RestartPolicy {
-    /// The policy's name on the wire (Docker's names; `""` reads as `no`).
-    pub fn name(self) -> &'static str {
-        match self {
-            RestartPolicy::No => "no",
-            RestartPolicy::Always => "always",
-            RestartPolicy::UnlessStopped => "unless-stopped",
-            RestartPolicy::OnFailure => "on-failure",
-        }
-    }
-}
-
-impl std::str::FromStr for RestartPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "no" => Ok(RestartPolicy::No),
-            "always" => Ok(RestartPolicy::Always),
-            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
-            "" | "on-failure" => Ok(RestartPolicy::OnFailure),
-            other => Err(format!(
-                "unknown restart policy `{other}`, expected one of \"\", no, always, unless-stopped, on-failure"
-            )),
-        }
-    }
-}
-
-impl Serialize for RestartPolicy {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for RestartPolicy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// A task: one container Cube keeps running somewhere.
@@ -166,12 +110,23 @@ pub struct Task {
     /// When the task ended.
     #[serde(default, deserialize_with = "book_time")]
     pub finish_time: Option<DateTime<Utc>>,
-    /// An HTTP path answered with 200 while the task is healthy (`/health`); empty for none.
+    /// How the worker checks that the task is healthy; empty for no check. `"/health"` (the
+    /// book's form): an HTTP GET of that path on the task's first exposed port, healthy on any
+    /// 2xx or 3xx answer (the book accepted only 200). `"tcp"`: a TCP connection to that port.
+    /// When, how often and how many failures make it unhealthy are worker settings.
     #[serde(default)]
     pub health_check: String,
-    /// How many times Cube restarted the task.
+    /// How many times Cube restarted the task, in all.
     #[serde(default)]
     pub restart_count: u32,
+    /// How many of those restarts were in place within the current placement (its worker's
+    /// budget counts these).
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub restarts_here: u32,
+    /// How many times the manager placed the task again on another node after it failed for
+    /// good on one (its restarts in place spent).
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub replacements: u32,
     /// Environment variables, each `KEY=value`.
     #[serde(default)]
     pub env: Vec<String>,
@@ -203,6 +158,10 @@ pub struct Task {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -269,6 +228,8 @@ impl Task {
             finish_time: None,
             health_check: String::new(),
             restart_count: 0,
+            restarts_here: 0,
+            replacements: 0,
             env: Vec::new(),
             cmd: Vec::new(),
             node: None,
@@ -307,6 +268,7 @@ impl Task {
         self.start_time = None;
         self.finish_time = None;
         self.revision = 0;
+        self.restarts_here = 0;
         self
     }
 
@@ -394,6 +356,19 @@ impl Task {
                     format!("host port `{host_port}` for {port} is not a port number 1-65535"),
                 );
             }
+        }
+        let check = self.health_check.as_str();
+        if !(check.is_empty() || check == "tcp" || check.starts_with('/')) {
+            return invalid(
+                "HealthCheck",
+                format!("`{check}` is neither an HTTP path such as \"/health\" nor \"tcp\""),
+            );
+        }
+        if !check.is_empty() && self.exposed_ports.is_empty() {
+            return invalid(
+                "HealthCheck",
+                "a health check needs an exposed port to check, e.g. \"ExposedPorts\": {\"7777/tcp\": {}}".into(),
+            );
         }
         if let Some(bad) = self
             .env

@@ -48,7 +48,7 @@ impl TaskState {
             (Pending, Scheduled | Completed | Failed)
                 | (Scheduled, Pending | Running | Completed | Failed)
                 | (Running, Pending | Scheduled | Completed | Failed)
-                | (Failed, Scheduled | Completed)
+                | (Failed, Pending | Scheduled | Completed)
         )
     }
 
@@ -150,7 +150,7 @@ mod tests {
             (Scheduled, [true, false, true, true, true]),
             (Running, [true, true, false, true, true]),
             (Completed, [false, false, false, false, false]),
-            (Failed, [false, true, false, true, false]),
+            (Failed, [true, true, false, true, false]),
         ];
         for (from, row) in expected {
             for (to, allowed) in TaskState::ALL.into_iter().zip(row) {

@@ -105,7 +105,7 @@ pub fn restart_plan(task: &Task, state: TaskState, reason: String, budget: Resta
     if !wanted {
         return Plan::End { state, reason };
     }
-    let done = task.restart_count;
+    let done = task.restarts_here;
     if done >= budget.max_restarts {
         let reason = format!(
             "{reason} (after {done} restarts, the most its policy `{}` allows here)",
@@ -219,6 +219,7 @@ mod tests {
         let mut t = running("c1");
         t.restart_policy = policy;
         t.restart_count = restarts;
+        t.restarts_here = restarts;
         restart_plan(
             &t,
             state,

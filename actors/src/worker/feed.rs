@@ -124,6 +124,12 @@ impl Feed {
         self.writing.remove(&revision);
     }
 
+    /// A write failed: what managers applied may no longer match the store, so the feed starts
+    /// a new epoch, and every manager's next sync is a full resync.
+    pub fn new_epoch(&mut self) {
+        self.epoch = Uuid::new_v4();
+    }
+
     /// `task` is gone from the worker.
     pub fn remove(&mut self, task: &Task) {
         if self.index.get(&task.revision) == Some(&task.id) {

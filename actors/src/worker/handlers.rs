@@ -32,6 +32,8 @@ impl Worker {
             let reason = format!("accepted by worker {name}");
             return Ok(Accept::Start(self.admit(task, reason), None));
         };
+        // The store key holds the submit time: the same task keeps the one it has here.
+        task.submit_time = existing.submit_time;
         let old = Some(existing.container_id.clone());
         if task.placement > existing.placement {
             let reason = format!("accepted by worker {name} (placement {})", task.placement);
@@ -43,7 +45,9 @@ impl Worker {
                 "task {} is Completed; submit it under a new ID to run it again",
                 task.id
             ))),
-            TaskState::Failed if same => {
+            // Given directly to this worker (no manager's placement), a Failed task asked to run
+            // again runs again; one a manager placed is final (restarts are counted in place).
+            TaskState::Failed if same && task.placement == 0 => {
                 // Asked to run again: the same task, a new container.
                 let restarts = task.restart_count.max(existing.restart_count);
                 let mut task = self.admit(task, format!("restarting on worker {name}"));
@@ -60,8 +64,10 @@ impl Worker {
         let mut task = task.admit(TaskState::Scheduled, reason);
         task.node = Some(self.config.name.clone());
         // Given directly to the worker (the book's way): it arrives now. The submit time orders
-        // the task in the store, and never changes after.
-        task.submit_time = task.submit_time.or_else(|| Some(chrono::Utc::now()));
+        // the task in the store, and never changes after (`accept` keeps the one it has here).
+        if task.submit_time.is_none() && !self.tasks.contains_key(&task.id) {
+            task.submit_time = Some(chrono::Utc::now());
+        }
         task
     }
 }
@@ -198,6 +204,15 @@ impl Handler<ForgetTask> for Worker {
         Box::pin(remove.into_actor(self).then(move |res, act, _| {
             if let Err(e) = res {
                 return Either::Left(fut::ready(Err(e)));
+            }
+            // Still that finished copy? (A newer placement may have arrived meanwhile.)
+            let placement = task.placement;
+            let same = act
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.is_finished() && t.placement == placement);
+            if !same {
+                return Either::Left(fut::ready(Ok(())));
             }
             let Some(task) = act.tasks.remove(&id) else {
                 return Either::Left(fut::ready(Ok(())));
@@ -395,9 +410,11 @@ impl Handler<Adopt> for Worker {
                     short(&c.id)
                 );
                 log::info!("task {} ({}): {reason}", task.id, task.name);
-                let (restarts, placement) = (task.restart_count, task.placement);
+                let (restarts, here) = (task.restart_count, task.restarts_here);
+                let placement = task.placement;
                 let mut task = act.admit(task, reason.clone());
                 task.restart_count = restarts;
+                task.restarts_here = here;
                 task.placement = placement;
                 task.container_id = c.id.clone();
                 if task.transition(TaskState::Running, reason).is_err() {

@@ -17,7 +17,10 @@
 pub mod exit;
 pub mod feed;
 mod handlers;
+pub mod health;
 pub mod protocol;
+mod reconcile;
+mod restart;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -29,14 +32,15 @@ use crate::backoff::Backoff;
 use crate::metrics::MetricsCollector;
 use crate::resources::Resources;
 use crate::runtime::{
-    ContainerExited, ContainerInfo, ContainerStatus, DockerRuntime, Inspect, ListManaged, Remove,
-    RuntimeError, RuntimeHandle, SimRuntime, Start, Stop, Watch,
+    ContainerExited, ContainerInfo, DockerRuntime, Remove, RuntimeError, RuntimeHandle, SimRuntime,
+    Start, Stop, Watch,
 };
 use crate::store::{Get, List, Put, Store, StoreError};
 use crate::task::{Task, TaskId, TaskState};
 use crate::unwritten::Unwritten;
-use exit::{ExitOutcome, Plan, RestartBudget, exit_outcome, restart_plan, short};
+use exit::{ExitOutcome, RestartBudget, exit_outcome, short};
 use feed::{Answer, Cursor, Feed, FeedHead};
+use health::HealthSettings;
 pub use protocol::*;
 
 /// Which runtime a worker runs its tasks on.
@@ -67,6 +71,8 @@ pub struct WorkerConfig {
     pub capacity: Resources,
     /// How many times, and how soon, tasks are restarted in place by their policy.
     pub restarts: RestartBudget,
+    /// When and how tasks' health checks run.
+    pub health: HealthSettings,
 }
 
 /// A long poll of the feed waiting for a durable change.
@@ -99,6 +105,10 @@ pub struct Worker {
     stopping: HashSet<TaskId>,
     /// Tasks whose start found the engine unreachable: the wait before trying again.
     start_retries: HashMap<TaskId, Backoff>,
+    /// Failed health checks in a row, by task.
+    health_failures: HashMap<TaskId, u32>,
+    /// Tasks whose health check is under way.
+    probing: HashSet<TaskId>,
 }
 
 impl Worker {
@@ -140,6 +150,8 @@ impl Worker {
                 early_exits: HashMap::new(),
                 stopping: HashSet::new(),
                 start_retries: HashMap::new(),
+                health_failures: HashMap::new(),
+                probing: HashSet::new(),
             }
         });
         // Before anyone can ask: containers whose task the store lost are taken back.
@@ -168,7 +180,10 @@ impl Worker {
                 match res {
                     Ok(()) => Ok(task),
                     Err(e) => {
-                        log::error!("task {id}: cannot record its new state: {e}");
+                        log::error!(
+                            "task {id}: cannot record its new state: {e}; managers will resync in full"
+                        );
+                        act.feed.new_epoch();
                         Err(e.into())
                     }
                 }
@@ -353,134 +368,10 @@ impl Worker {
                 reason,
                 code,
             } => {
-                let mut task = task.clone();
-                log::info!("task {} ({}): {reason}", task.id, task.name);
-                match restart_plan(&task, state, reason, self.config.restarts) {
-                    Plan::End { state, reason } => {
-                        if task.transition(state, reason).is_ok() {
-                            task.exit_code = code;
-                            task.host_ports.clear();
-                            self.record(task, ctx);
-                        }
-                    }
-                    Plan::Restart { after, reason } => {
-                        if task.transition(TaskState::Scheduled, reason).is_ok() {
-                            let old = std::mem::take(&mut task.container_id);
-                            task.restart_count += 1;
-                            task.exit_code = code;
-                            task.host_ports.clear();
-                            let (id, count) = (task.id, task.restart_count);
-                            self.record(task, ctx);
-                            ctx.run_later(after, move |act, ctx| {
-                                if act.tasks.get(&id).is_some_and(|t| t.restart_count == count) {
-                                    act.start_again(id, Some(old), ctx);
-                                }
-                            });
-                        }
-                    }
-                }
+                let task = task.clone();
+                self.ended(task, state, reason, code, ctx);
             }
         }
-    }
-
-    /// Starts task `id` again after a wait, if it still waits to start (it was not stopped or
-    /// forgotten meanwhile), removing `old`, its previous container.
-    fn start_again(&mut self, id: TaskId, old: Option<String>, ctx: &mut Context<Self>) {
-        let waiting = self
-            .tasks
-            .get(&id)
-            .is_some_and(|t| t.state() == TaskState::Scheduled && t.container_id.is_empty());
-        if waiting {
-            self.launch(id, old, ctx);
-        }
-    }
-
-    /// Compares the tasks with the runtime and applies what changed: Running tasks whose
-    /// container ended, containers of finished tasks still running (a stop that failed half-way),
-    /// and containers of an older start or placement of a task.
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        let running: Vec<(TaskId, String)> = self
-            .tasks
-            .values()
-            .filter(|t| t.state() == TaskState::Running)
-            .map(|t| (t.id, t.container_id.clone()))
-            .collect();
-        // What each settled task's current container is (a task still starting is left alone).
-        let current: HashMap<TaskId, (String, bool)> = self
-            .tasks
-            .values()
-            .filter(|t| t.state() != TaskState::Scheduled)
-            .map(|t| (t.id, (t.container_id.clone(), t.is_finished())))
-            .collect();
-        let runtime = self.runtime.clone();
-        let timeout = self.config.stop_timeout;
-        let fut = async move {
-            let mut seen = Vec::new();
-            for (task_id, container_id) in running {
-                let inspect = Inspect {
-                    container_id: container_id.clone(),
-                };
-                match runtime.send(inspect).await {
-                    Ok(Ok(info)) => seen.push((task_id, info)),
-                    Ok(Err(e)) | Err(e) => {
-                        log::warn!("reconcile: cannot inspect container {container_id}: {e}");
-                        return seen;
-                    }
-                }
-            }
-            if let Ok(Ok(managed)) = runtime.send(ListManaged).await {
-                for c in managed {
-                    let Some((container, finished)) = c.task_id.and_then(|id| current.get(&id))
-                    else {
-                        continue;
-                    };
-                    if *container != c.id {
-                        log::info!("reconcile: removing {}, an old container", short(&c.id));
-                        let _ = runtime
-                            .send(Stop {
-                                container_id: c.id.clone(),
-                                timeout,
-                            })
-                            .await;
-                        let _ = runtime.send(Remove { container_id: c.id }).await;
-                    } else if *finished && c.running {
-                        log::info!("reconcile: stopping {} of a finished task", short(&c.id));
-                        let _ = runtime
-                            .send(Stop {
-                                container_id: c.id,
-                                timeout,
-                            })
-                            .await;
-                    }
-                }
-            }
-            seen
-        };
-        ctx.spawn(fut.into_actor(self).map(|seen, act, ctx| {
-            for (task_id, info) in seen {
-                match info.status {
-                    ContainerStatus::Running | ContainerStatus::Waiting { .. } => {
-                        if let Some(task) = act.tasks.get(&task_id)
-                            && task.container_id == info.id
-                            && !info.host_ports.is_empty()
-                            && task.host_ports != info.host_ports
-                        {
-                            let mut task = task.clone();
-                            task.host_ports = info.host_ports;
-                            act.record(task, ctx);
-                        }
-                    }
-                    status => act.container_ended(
-                        ContainerExited {
-                            task_id,
-                            container_id: info.id,
-                            status,
-                        },
-                        ctx,
-                    ),
-                }
-            }
-        }));
     }
 }
 
@@ -507,6 +398,9 @@ impl Actor for Worker {
         self.reconcile(ctx);
         ctx.run_interval(self.config.reconcile_interval, |act, ctx| {
             act.reconcile(ctx)
+        });
+        ctx.run_interval(self.config.health.interval, |act, ctx| {
+            act.check_health(ctx)
         });
         log::info!(
             "worker {} started with {} tasks on the {} runtime (store epoch {})",

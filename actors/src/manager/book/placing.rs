@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{FIRST_BACKOFF, MAX_BACKOFF, TaskBook};
+use super::{Change, FIRST_BACKOFF, MAX_BACKOFF, TaskBook, not_from};
 use crate::backoff::Backoff;
 use crate::task::{Task, TaskId, TaskState};
 
@@ -67,5 +67,69 @@ impl TaskBook {
     /// Capacity may have appeared (a node joined or came back): every task may try again now.
     pub fn clear_backoffs(&mut self) {
         self.backoff.clear();
+    }
+
+    /// Takes a Scheduled or Running task off its node, which is lost: back to Pending, to be
+    /// placed again (with a new placement number) elsewhere.
+    pub fn lose(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        self.change(id, |task| {
+            if !task.state().is_active() {
+                return Err(not_from(task, TaskState::Pending));
+            }
+            task.transition(TaskState::Pending, reason)?;
+            task.node = None;
+            task.container_id.clear();
+            task.host_ports.clear();
+            Ok(())
+        })
+    }
+
+    /// Places a task that failed for good on its node (restarts in place spent) again, avoiding
+    /// that node: back to Pending, one more re-placement counted.
+    pub fn replace_elsewhere(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        let node = self.tasks.get(&id)?.node.clone();
+        let change = self.change(id, |task| {
+            if task.state() != TaskState::Failed {
+                return Err(not_from(task, TaskState::Pending));
+            }
+            task.transition(TaskState::Pending, reason)?;
+            task.node = None;
+            task.container_id.clear();
+            task.host_ports.clear();
+            task.replacements += 1;
+            Ok(())
+        })?;
+        if let Some(node) = node {
+            self.avoid.entry(id).or_default().insert(node);
+        }
+        Some(change)
+    }
+
+    /// Gives a task a new reason, its state unchanged.
+    pub fn annotate(&mut self, id: TaskId, reason: String) -> Option<Change> {
+        self.change(id, |task| {
+            task.reason = reason;
+            Ok(())
+        })
+    }
+
+    /// The nodes task `id` failed for good on, to avoid when placing it again.
+    pub fn avoided(&self, id: &TaskId) -> Vec<String> {
+        self.avoid
+            .get(id)
+            .map(|nodes| nodes.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The tasks placed on `node` that may have a container there (Scheduled or Running).
+    pub fn placed_on(&self, node: &str) -> Vec<TaskId> {
+        let Some(on_node) = self.by_node.get(node) else {
+            return Vec::new();
+        };
+        on_node
+            .iter()
+            .filter(|(_, id)| self.tasks.get(id).is_some_and(|t| t.state().is_active()))
+            .map(|(_, id)| *id)
+            .collect()
     }
 }

@@ -23,9 +23,9 @@ use engine::{connect, failed, inspect, is_status, remove, start, unavailable, wa
 pub use engine::{docker_available, echo_image_tar, import_image};
 
 use super::{
-    ContainerExited, ContainerInfo, Inspect, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK,
-    LABEL_TASK_ID, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, Remove, RuntimeError,
-    Start, Stop, Watch, task_from_label,
+    ContainerExited, ContainerInfo, Health, Inspect, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK,
+    LABEL_TASK_ID, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, Probe, Remove,
+    RuntimeError, Start, Stop, Watch, task_from_label,
 };
 
 /// Runs tasks as containers on the local Docker engine.
@@ -131,6 +131,16 @@ impl Handler<Stop> for DockerRuntime {
                 Err(e) => Err(failed("stop container", e)),
             }
         })
+    }
+}
+
+/// Handler for [`Probe`]: the check goes to the port published on `publish_ip`.
+impl Handler<Probe> for DockerRuntime {
+    type Result = ResponseFuture<Health>;
+
+    fn handle(&mut self, msg: Probe, _: &mut Context<Self>) -> Self::Result {
+        let host = self.publish_ip.clone();
+        Box::pin(async move { super::health::probe(&msg.task, &host, msg.timeout).await })
     }
 }
 

@@ -1,0 +1,117 @@
+//! Health checks of running tasks: every `interval`, each Running task with a check that is past
+//! its start grace is probed through the runtime; `failures` failed checks in a row make it
+//! unhealthy: its container is stopped and the task fails, or is restarted by its policy.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::Worker;
+use crate::runtime::{Health, Probe, Stop};
+use crate::task::{TaskId, TaskState};
+
+/// When and how a worker checks its tasks' health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// How often each task is checked.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// How long after its start a task is left alone.
+    pub grace: Duration,
+    /// Failed checks in a row that make a task unhealthy.
+    pub failures: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            grace: Duration::from_secs(5),
+            failures: 3,
+        }
+    }
+}
+
+impl Worker {
+    /// Checks every Running task that has a health check and is past its grace.
+    pub(super) fn check_health(&mut self, ctx: &mut Context<Self>) {
+        let settings = self.config.health;
+        let grace = chrono::Duration::from_std(settings.grace).unwrap_or_default();
+        let now = Utc::now();
+        let due: Vec<_> = self
+            .tasks
+            .values()
+            .filter(|t| t.state() == TaskState::Running && !t.health_check.is_empty())
+            .filter(|t| t.start_time.is_none_or(|s| now - s >= grace))
+            .filter(|t| !self.probing.contains(&t.id))
+            .cloned()
+            .collect();
+        for task in due {
+            let (id, container) = (task.id, task.container_id.clone());
+            self.probing.insert(id);
+            let runtime = self.runtime.clone();
+            let probe = Probe {
+                task,
+                timeout: settings.timeout,
+            };
+            let fut = async move { runtime.send(probe).await };
+            ctx.spawn(fut.into_actor(self).map(move |health, act, ctx| {
+                act.probing.remove(&id);
+                let current = act.tasks.get(&id).is_some_and(|t| {
+                    t.state() == TaskState::Running && t.container_id == container
+                });
+                if !current {
+                    return;
+                }
+                match health {
+                    Ok(Health::Healthy) => {
+                        act.health_failures.remove(&id);
+                    }
+                    Ok(Health::Unhealthy(why)) => {
+                        let failed = act.health_failures.entry(id).or_default();
+                        *failed += 1;
+                        log::info!("task {id}: health check failed ({failed} in a row): {why}");
+                        if *failed >= settings.failures {
+                            let reason = format!("unhealthy: {why} ({failed} checks in a row)");
+                            act.health_failures.remove(&id);
+                            act.unhealthy(id, reason, ctx);
+                        }
+                    }
+                    Err(e) => log::warn!("task {id}: health check not run: {e}"),
+                }
+            }));
+        }
+    }
+
+    /// Stops the container of an unhealthy task; the task then fails, or is restarted by its
+    /// policy, with `reason`.
+    fn unhealthy(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let container_id = task.container_id.clone();
+        let runtime = self.runtime.clone();
+        let timeout = self.config.stop_timeout;
+        self.stopping.insert(id);
+        let stop = Stop {
+            container_id: container_id.clone(),
+            timeout,
+        };
+        let fut = async move { runtime.send(stop).await };
+        ctx.spawn(fut.into_actor(self).map(move |stopped, act, ctx| {
+            act.stopping.remove(&id);
+            if let Ok(Err(e)) | Err(e) = stopped {
+                log::warn!("task {id}: could not stop its unhealthy container: {e}");
+            }
+            let Some(task) = act.tasks.get(&id).cloned() else {
+                return;
+            };
+            if task.state() == TaskState::Running && task.container_id == container_id {
+                act.ended(task, TaskState::Failed, reason, None, ctx);
+            }
+        }));
+    }
+}

@@ -1,0 +1,100 @@
+//! The periodic reconcile: the worker's tasks compared with what the runtime says.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use super::Worker;
+use super::exit::short;
+use crate::runtime::{ContainerExited, ContainerStatus, Inspect, ListManaged, Remove, Stop};
+use crate::task::{TaskId, TaskState};
+
+impl Worker {
+    /// Compares the tasks with the runtime and applies what changed: Running tasks whose
+    /// container ended, containers of finished tasks still running (a stop that failed half-way),
+    /// and containers of an older start or placement of a task.
+    pub(super) fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let running: Vec<(TaskId, String)> = self
+            .tasks
+            .values()
+            .filter(|t| t.state() == TaskState::Running)
+            .map(|t| (t.id, t.container_id.clone()))
+            .collect();
+        // What each settled task's current container is (a task still starting is left alone).
+        let current: HashMap<TaskId, (String, bool)> = self
+            .tasks
+            .values()
+            .filter(|t| t.state() != TaskState::Scheduled)
+            .map(|t| (t.id, (t.container_id.clone(), t.is_finished())))
+            .collect();
+        let runtime = self.runtime.clone();
+        let timeout = self.config.stop_timeout;
+        let fut = async move {
+            let mut seen = Vec::new();
+            for (task_id, container_id) in running {
+                let inspect = Inspect {
+                    container_id: container_id.clone(),
+                };
+                match runtime.send(inspect).await {
+                    Ok(Ok(info)) => seen.push((task_id, info)),
+                    Ok(Err(e)) | Err(e) => {
+                        log::warn!("reconcile: cannot inspect container {container_id}: {e}");
+                        return seen;
+                    }
+                }
+            }
+            if let Ok(Ok(managed)) = runtime.send(ListManaged).await {
+                for c in managed {
+                    let Some((container, finished)) = c.task_id.and_then(|id| current.get(&id))
+                    else {
+                        continue;
+                    };
+                    if *container != c.id {
+                        log::info!("reconcile: removing {}, an old container", short(&c.id));
+                        let _ = runtime
+                            .send(Stop {
+                                container_id: c.id.clone(),
+                                timeout,
+                            })
+                            .await;
+                        let _ = runtime.send(Remove { container_id: c.id }).await;
+                    } else if *finished && c.running {
+                        log::info!("reconcile: stopping {} of a finished task", short(&c.id));
+                        let _ = runtime
+                            .send(Stop {
+                                container_id: c.id,
+                                timeout,
+                            })
+                            .await;
+                    }
+                }
+            }
+            seen
+        };
+        ctx.spawn(fut.into_actor(self).map(|seen, act, ctx| {
+            for (task_id, info) in seen {
+                match info.status {
+                    ContainerStatus::Running | ContainerStatus::Waiting { .. } => {
+                        if let Some(task) = act.tasks.get(&task_id)
+                            && task.container_id == info.id
+                            && !info.host_ports.is_empty()
+                            && task.host_ports != info.host_ports
+                        {
+                            let mut task = task.clone();
+                            task.host_ports = info.host_ports;
+                            act.record(task, ctx);
+                        }
+                    }
+                    status => act.container_ended(
+                        ContainerExited {
+                            task_id,
+                            container_id: info.id,
+                            status,
+                        },
+                        ctx,
+                    ),
+                }
+            }
+        }));
+    }
+}

@@ -1,0 +1,60 @@
+//! What the worker does when a task's container ended: end the task, or restart it in place by
+//! its policy (see [`restart_plan`]).
+
+use actix::prelude::*;
+
+use super::Worker;
+use super::exit::{Plan, restart_plan};
+use crate::task::{Task, TaskId, TaskState};
+
+impl Worker {
+    /// The container of `task` ended in `state` for `reason` (with `code`): the task ends, or
+    /// goes back to Scheduled and starts again after the policy's wait.
+    pub(super) fn ended(
+        &mut self,
+        mut task: Task,
+        state: TaskState,
+        reason: String,
+        code: Option<i64>,
+        ctx: &mut Context<Self>,
+    ) {
+        log::info!("task {} ({}): {reason}", task.id, task.name);
+        match restart_plan(&task, state, reason, self.config.restarts) {
+            Plan::End { state, reason } => {
+                if task.transition(state, reason).is_ok() {
+                    task.exit_code = code;
+                    task.host_ports.clear();
+                    self.record(task, ctx);
+                }
+            }
+            Plan::Restart { after, reason } => {
+                if task.transition(TaskState::Scheduled, reason).is_ok() {
+                    let old = std::mem::take(&mut task.container_id);
+                    task.restart_count += 1;
+                    task.restarts_here += 1;
+                    task.exit_code = code;
+                    task.host_ports.clear();
+                    let (id, count) = (task.id, task.restart_count);
+                    self.record(task, ctx);
+                    ctx.run_later(after, move |act, ctx| {
+                        if act.tasks.get(&id).is_some_and(|t| t.restart_count == count) {
+                            act.start_again(id, Some(old), ctx);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Starts task `id` again after a wait, if it still waits to start (it was not stopped or
+    /// forgotten meanwhile), removing `old`, its previous container.
+    pub(super) fn start_again(&mut self, id: TaskId, old: Option<String>, ctx: &mut Context<Self>) {
+        let waiting = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| t.state() == TaskState::Scheduled && t.container_id.is_empty());
+        if waiting {
+            self.launch(id, old, ctx);
+        }
+    }
+}
