@@ -355,7 +355,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     "cube worker {} listening on http://{}",
                     node.name, node.addr
                 );
-                node.server.await.context("worker HTTP server failed")
+                // SIGTERM or SIGINT: the HTTP server stops taking requests and finishes those
+                // under way; then the writes in flight are committed.
+                node.server.await.context("worker HTTP server failed")?;
+                cube::serve::flush(&[node.store]).await;
+                eprintln!(
+                    "cube worker {} stopped: its state is on disk, its containers keep running",
+                    node.name
+                );
+                Ok(())
             })
         }
         Command::Manager(args) => {
@@ -363,7 +371,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             actix_web::rt::System::new().block_on(async move {
                 let node = cube::serve::start_manager(&settings).await?;
                 println!("cube manager listening on http://{}", node.addr);
-                node.server.await.context("manager HTTP server failed")
+                node.server.await.context("manager HTTP server failed")?;
+                cube::serve::flush(&[node.store]).await;
+                eprintln!("cube manager stopped: every accepted task is on disk");
+                Ok(())
             })
         }
         Command::Up(args) => {
@@ -381,7 +392,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     .manager
                     .server
                     .await
-                    .context("manager HTTP server failed")
+                    .context("manager HTTP server failed")?;
+                let mut stores = cluster.stores;
+                stores.push(cluster.manager.store);
+                cube::serve::flush(&stores).await;
+                Ok(())
             });
             if docker {
                 eprintln!(

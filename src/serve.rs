@@ -233,6 +233,18 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
     })
 }
 
+/// Waits until every write queued in `stores` is committed (an empty batch is committed after
+/// all the writes sent before it): what a graceful shutdown does before the process exits.
+pub async fn flush(stores: &[Addr<Store>]) -> usize {
+    let mut flushed = 0;
+    for store in stores {
+        if let Ok(Ok(())) = store.send(cube_actors::store::Batch(Vec::new())).await {
+            flushed += 1;
+        }
+    }
+    flushed
+}
+
 /// Connects the manager to the worker at `address`, retrying until the worker answers.
 async fn connect_until_joined(manager: Addr<Manager>, address: String) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
@@ -260,6 +272,8 @@ pub struct Cluster {
     pub manager: ManagerNode,
     /// The nodes' names.
     pub nodes: Vec<String>,
+    /// The nodes' stores.
+    pub stores: Vec<Addr<Store>>,
 }
 
 /// Starts a manager and the configured number of in-process worker nodes, each with its own
@@ -301,6 +315,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
     // One metrics collector serves every node: they share the machine.
     let metrics = MetricsCollector::new(measured, Duration::from_secs(1)).start();
     let mut nodes = Vec::new();
+    let mut stores = Vec::new();
     for i in 1..=settings.workers {
         let name = format!("{}-{i}", settings.node_prefix);
         let store = open_store(settings.store, &settings.data_dir.join(&name), 256, &name)?;
@@ -320,6 +335,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
                 failures: settings.health_failures.max(1),
             },
         };
+        stores.push(store.clone());
         let worker = Worker::start(config, store, runtime.clone(), Some(metrics.clone()))
             .await
             .with_context(|| format!("{name}: cannot load its tasks"))?;
@@ -330,5 +346,9 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         });
         nodes.push(name);
     }
-    Ok(Cluster { manager, nodes })
+    Ok(Cluster {
+        manager,
+        nodes,
+        stores,
+    })
 }

@@ -612,3 +612,55 @@ async fn an_unhealthy_task_is_restarted_in_place_then_placed_elsewhere_then_fail
     );
     assert!(reason.contains("not placed again"), "{reason}");
 }
+
+/// SIGTERM stops a worker and a manager gracefully: they exit 0 and say what they did.
+#[test]
+fn sigterm_stops_servers_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let worker_data = data("w");
+    let manager_data = data("m");
+    let servers: [&[&str]; 2] = [
+        &[
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--runtime",
+            "sim",
+            "--name",
+            "graceful",
+            "--data-dir",
+            &worker_data,
+        ],
+        &[
+            "manager",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &manager_data,
+        ],
+    ];
+    for args in servers {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cube"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        // Its signal handlers are installed once its server runs.
+        std::thread::sleep(Duration::from_millis(500));
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.contains("stopped"), "{args:?}: {stderr}");
+    }
+}

@@ -547,3 +547,53 @@ async fn an_unhealthy_task_is_restarted_then_fails() {
         (&json!("Running"), &json!(0))
     );
 }
+
+/// A container of this worker's store that no task owns is removed after a grace; one made by
+/// another store (another cluster's worker of the same name) and the tasks' own are left alone.
+#[actix_rt::test]
+async fn unowned_containers_of_its_store_are_reaped() {
+    if !docker_ready().await {
+        return;
+    }
+    let worker = TestWorker::start(RuntimeChoice::Docker).await;
+    let _cleanup = Cleanup(worker.name.clone());
+    let ev = event(ECHO_IMAGE, json!({}));
+    let id = ev["Task"]["ID"].as_str().unwrap().to_string();
+    assert_eq!(post(&format!("{}/tasks", worker.base), &ev).await.0, 201);
+    let task = worker.wait_state(&id, "Running", START).await;
+    let (_, sync) = get(&format!("{}/sync", worker.base)).await;
+    let epoch = sync["Epoch"].as_str().unwrap().to_string();
+    let orphan = |store: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["run", "-d", "--label", "cube.managed=true"])
+            .args(["--label", &format!("cube.worker={}", worker.name)])
+            .args(["--label", &format!("cube.task.id={}", uuid::Uuid::new_v4())])
+            .args(["--label", &format!("cube.store={store}"), ECHO_IMAGE])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ours = orphan(&epoch);
+    let foreign = orphan("another-store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while docker_inspect(&ours).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphan {ours} not reaped"
+        );
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        docker_inspect(&foreign).is_some(),
+        "another store's container was removed"
+    );
+    assert!(docker_inspect(task["ContainerID"].as_str().unwrap()).is_some());
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &foreign])
+        .output();
+}

@@ -36,6 +36,8 @@ pub const LABEL_WORKER: &str = "cube.worker";
 pub const LABEL_PLACEMENT: &str = "cube.placement";
 /// The label holding the task as it was started (JSON), to adopt the container from.
 pub const LABEL_TASK: &str = "cube.task";
+/// The label holding the store epoch of the worker that started the container.
+pub const LABEL_STORE: &str = "cube.store";
 
 /// The task of a container, read back from its [`LABEL_TASK`].
 pub fn task_from_label(label: &str) -> Option<Task> {
@@ -145,6 +147,8 @@ pub struct ManagedContainer {
     /// The task as it was started, from its label (None if absent or unreadable): what a
     /// worker that lost its store adopts the container from.
     pub task: Option<Task>,
+    /// The store epoch of the worker that started it, from its label.
+    pub store: Option<String>,
     /// Whether it is running.
     pub running: bool,
 }
@@ -155,6 +159,9 @@ pub struct ManagedContainer {
 pub struct Start {
     /// The task to run.
     pub task: Task,
+    /// The store (epoch) of the worker starting it: its containers carry it as `cube.store`,
+    /// so that the worker reaps only unowned containers it made itself.
+    pub store: String,
 }
 
 /// Stops a container (gracefully, then killed after the timeout) and keeps it, with its logs,

@@ -24,6 +24,7 @@ struct SimContainer {
     task_id: TaskId,
     placement: u64,
     task: Task,
+    store: String,
     info: ContainerInfo,
     logs: Vec<(DateTime<Utc>, String)>,
 }
@@ -64,7 +65,7 @@ impl Handler<Start> for SimRuntime {
     type Result = Result<ContainerInfo, RuntimeError>;
 
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
-        let task = msg.task;
+        let (task, store) = (msg.task, msg.store);
         if let Some(known) = &self.known_images
             && !known.contains(&task.image)
         {
@@ -132,6 +133,7 @@ impl Handler<Start> for SimRuntime {
                 task_id: task.id,
                 placement: task.placement,
                 task: task.clone(),
+                store,
                 info: info.clone(),
                 logs: vec![(
                     Utc::now(),
@@ -254,6 +256,7 @@ impl Handler<ListManaged> for SimRuntime {
                 task_id: Some(c.task_id),
                 placement: Some(c.placement),
                 task: Some(c.task.clone()),
+                store: Some(c.store.clone()),
                 running: c.info.status == ContainerStatus::Running,
             })
             .collect())

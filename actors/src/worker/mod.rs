@@ -109,6 +109,8 @@ pub struct Worker {
     health_failures: HashMap<TaskId, u32>,
     /// Tasks whose health check is under way.
     probing: HashSet<TaskId>,
+    /// Containers labelled for this worker that no task owns, and when first seen so.
+    orphans: HashMap<String, std::time::Instant>,
 }
 
 impl Worker {
@@ -152,6 +154,7 @@ impl Worker {
                 start_retries: HashMap::new(),
                 health_failures: HashMap::new(),
                 probing: HashSet::new(),
+                orphans: HashMap::new(),
             }
         });
         // Before anyone can ask: containers whose task the store lost are taken back.
@@ -266,6 +269,7 @@ impl Worker {
         };
         let runtime = self.runtime.clone();
         let timeout = self.config.stop_timeout;
+        let store = self.feed.epoch().to_string();
         let fut = async move {
             if let Some(container_id) = old.filter(|c| !c.is_empty()) {
                 let stop = Stop {
@@ -275,7 +279,7 @@ impl Worker {
                 runtime.send(stop).await??;
                 runtime.send(Remove { container_id }).await??;
             }
-            runtime.send(Start { task }).await?
+            runtime.send(Start { task, store }).await?
         };
         ctx.spawn(
             fut.into_actor(self)

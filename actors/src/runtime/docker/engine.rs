@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::runtime::{
-    ContainerExited, ContainerInfo, ContainerStatus, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK,
-    LABEL_TASK_ID, LABEL_TASK_NAME, LABEL_WORKER, RuntimeError, container_name,
+    ContainerExited, ContainerInfo, ContainerStatus, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_STORE,
+    LABEL_TASK, LABEL_TASK_ID, LABEL_TASK_NAME, LABEL_WORKER, RuntimeError, container_name,
 };
 use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
@@ -89,13 +89,19 @@ pub(super) async fn ensure_image(docker: &Docker, image: &str) -> Result<(), Run
     Ok(())
 }
 
-pub(super) fn create_body(task: &Task, worker: &str, publish_ip: &str) -> ContainerCreateBody {
+pub(super) fn create_body(
+    task: &Task,
+    worker: &str,
+    publish_ip: &str,
+    store: &str,
+) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_TASK_ID.to_string(), task.id.to_string()),
         (LABEL_PLACEMENT.to_string(), task.placement.to_string()),
         (LABEL_TASK_NAME.to_string(), task.name.clone()),
         (LABEL_WORKER.to_string(), worker.to_string()),
+        (LABEL_STORE.to_string(), store.to_string()),
         (
             LABEL_TASK.to_string(),
             serde_json::to_string(task).unwrap_or_default(),
@@ -144,6 +150,7 @@ pub(super) async fn start(
     task: Task,
     worker: String,
     publish_ip: String,
+    store: String,
 ) -> Result<ContainerInfo, RuntimeError> {
     ensure_image(&docker, &task.image).await?;
     let name = container_name(&task);
@@ -151,7 +158,10 @@ pub(super) async fn start(
     remove_quietly(&docker, &name).await;
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = docker
-        .create_container(Some(options), create_body(&task, &worker, &publish_ip))
+        .create_container(
+            Some(options),
+            create_body(&task, &worker, &publish_ip, &store),
+        )
         .await
         .map_err(|e| failed("create container", e))?;
     if let Err(e) = docker.start_container(&created.id, None).await {

@@ -23,9 +23,9 @@ use engine::{connect, failed, inspect, is_status, remove, start, unavailable, wa
 pub use engine::{docker_available, echo_image_tar, import_image};
 
 use super::{
-    ContainerExited, ContainerInfo, Health, Inspect, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_TASK,
-    LABEL_TASK_ID, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, Probe, Remove,
-    RuntimeError, Start, Stop, Watch, task_from_label,
+    ContainerExited, ContainerInfo, Health, Inspect, LABEL_MANAGED, LABEL_PLACEMENT, LABEL_STORE,
+    LABEL_TASK, LABEL_TASK_ID, LABEL_WORKER, ListManaged, Logs, ManagedContainer, Ping, Probe,
+    Remove, RuntimeError, Start, Stop, Watch, task_from_label,
 };
 
 /// Runs tasks as containers on the local Docker engine.
@@ -75,7 +75,7 @@ impl Handler<Start> for DockerRuntime {
         Box::pin(async move {
             let docker = client.await?;
             let task_id = msg.task.id;
-            let info = start(docker.clone(), msg.task, worker, publish_ip).await?;
+            let info = start(docker.clone(), msg.task, worker, publish_ip, msg.store).await?;
             actix::spawn(watch(docker, task_id, info.id.clone(), exits));
             Ok(info)
         })
@@ -222,11 +222,13 @@ impl Handler<ListManaged> for DockerRuntime {
                     let task_id = labels.get(LABEL_TASK_ID)?.parse().ok();
                     let placement = labels.get(LABEL_PLACEMENT).and_then(|p| p.parse().ok());
                     let task = labels.get(LABEL_TASK).and_then(|t| task_from_label(t));
+                    let store = labels.get(LABEL_STORE).cloned();
                     Some(ManagedContainer {
                         id: c.id?,
                         task_id,
                         placement,
                         task,
+                        store,
                         running: c.state.map(|s| s.to_string()) == Some("running".into()),
                     })
                 })
