@@ -84,6 +84,8 @@ pub struct WorkerSettings {
     pub max_restarts: u32,
     /// Milliseconds before the first restart in place; doubled for each next one (up to 30 s).
     pub restart_delay_ms: u64,
+    /// Milliseconds a container must run for its task's restart budget to start afresh.
+    pub restart_window_ms: u64,
     /// Milliseconds between health checks of a task that has one.
     pub health_interval_ms: u64,
     /// Milliseconds one health check may take.
@@ -92,6 +94,9 @@ pub struct WorkerSettings {
     pub health_grace_ms: u64,
     /// Failed health checks in a row that make a task unhealthy (stopped, restarted by policy).
     pub health_failures: u32,
+    /// Milliseconds without word from the manager after which the worker stops its tasks;
+    /// 0 (the default) never does.
+    pub stop_after_disconnect_ms: u64,
     /// Milliseconds between metrics samples.
     pub stats_interval_ms: u64,
     /// CPU cores offered to tasks; 0 means all of the machine's.
@@ -121,10 +126,12 @@ impl Default for WorkerSettings {
             reconcile_interval_ms: 2000,
             max_restarts: 3,
             restart_delay_ms: 1000,
+            restart_window_ms: 300_000,
             health_interval_ms: 5000,
             health_timeout_ms: 2000,
             health_grace_ms: 5000,
             health_failures: 3,
+            stop_after_disconnect_ms: 0,
             stats_interval_ms: 1000,
             cpu: 0.0,
             memory: Size(0),
@@ -255,6 +262,8 @@ pub struct ClusterSettings {
     pub max_restarts: u32,
     /// Milliseconds before the first restart in place; doubled for each next one (up to 30 s).
     pub restart_delay_ms: u64,
+    /// Milliseconds a container must run for its task's restart budget to start afresh.
+    pub restart_window_ms: u64,
     /// Milliseconds between health checks of a task that has one.
     pub health_interval_ms: u64,
     /// Milliseconds one health check may take.
@@ -287,6 +296,7 @@ impl Default for ClusterSettings {
             stop_timeout_secs: 10,
             max_restarts: 3,
             restart_delay_ms: 1000,
+            restart_window_ms: 300_000,
             health_interval_ms: 5000,
             health_timeout_ms: 2000,
             health_grace_ms: 5000,

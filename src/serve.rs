@@ -121,6 +121,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         restarts: RestartBudget {
             max_restarts: settings.max_restarts,
             delay: Duration::from_millis(settings.restart_delay_ms),
+            window: Duration::from_millis(settings.restart_window_ms),
         },
         health: HealthSettings {
             interval: Duration::from_millis(settings.health_interval_ms.max(50)),
@@ -128,6 +129,8 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
             grace: Duration::from_millis(settings.health_grace_ms),
             failures: settings.health_failures.max(1),
         },
+        stop_after_disconnect: (settings.stop_after_disconnect_ms > 0)
+            .then(|| Duration::from_millis(settings.stop_after_disconnect_ms)),
     };
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
@@ -327,6 +330,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
             restarts: RestartBudget {
                 max_restarts: settings.max_restarts,
                 delay: Duration::from_millis(settings.restart_delay_ms),
+                window: Duration::from_millis(settings.restart_window_ms),
             },
             health: HealthSettings {
                 interval: Duration::from_millis(settings.health_interval_ms.max(50)),
@@ -334,6 +338,8 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
                 grace: Duration::from_millis(settings.health_grace_ms),
                 failures: settings.health_failures.max(1),
             },
+            // In-process nodes share the manager's process: they cannot lose it.
+            stop_after_disconnect: None,
         };
         stores.push(store.clone());
         let worker = Worker::start(config, store, runtime.clone(), Some(metrics.clone()))

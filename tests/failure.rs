@@ -664,3 +664,55 @@ fn sigterm_stops_servers_gracefully() {
         assert!(stderr.contains("stopped"), "{args:?}: {stderr}");
     }
 }
+
+/// With `stop_after_disconnect_ms`, a worker that loses its manager stops and fails its tasks.
+#[actix_rt::test]
+async fn a_worker_without_its_manager_stops_its_tasks_when_told_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("worker.toml");
+    std::fs::write(&config, "stop_after_disconnect_ms = 1000\n").unwrap();
+    let data = dir.path().join("w");
+    let args = [
+        "worker",
+        "-c",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "cautious",
+        "--runtime",
+        "sim",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let worker = CubeProcess::spawn(&args, &[]);
+    let address = worker.base.trim_start_matches("http://").to_string();
+    let manager_data = dir.path().join("m");
+    let manager_args = [
+        "manager",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        manager_data.to_str().unwrap(),
+        "--workers",
+        &address,
+    ];
+    let mut manager = CubeProcess::spawn(&manager_args, &[]);
+    let ev = event("sim/echo:latest", json!({}));
+    let id = ev["Task"]["ID"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + SETTLE;
+    while post(&format!("{}/tasks", manager.base), &ev).await.0 != 201 {
+        assert!(Instant::now() < deadline);
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_manager = format!("{}/tasks/{id}", manager.base);
+    wait_task_state(&on_manager, "/State", "Running", SETTLE).await;
+    let url = format!("{}/tasks/{id}", worker.base);
+    // Still Running while the manager syncs.
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&url).await.1["Task"]["State"], "Running");
+    manager.kill();
+    let failed = wait_task_state(&url, "/Task/State", "Failed", SETTLE).await;
+    let reason = failed["Task"]["Reason"].as_str().unwrap();
+    assert!(reason.contains("no word from the manager"), "{reason}");
+}

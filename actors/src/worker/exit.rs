@@ -60,6 +60,9 @@ pub struct RestartBudget {
     pub max_restarts: u32,
     /// The wait before the first restart; it doubles for each next one, up to [`MAX_DELAY`].
     pub delay: Duration,
+    /// A container that ran at least this long before it ended starts a fresh budget: the
+    /// restarts are counted within this window.
+    pub window: Duration,
 }
 
 /// The longest wait before a restart.
@@ -70,6 +73,7 @@ impl Default for RestartBudget {
         RestartBudget {
             max_restarts: 3,
             delay: Duration::from_secs(1),
+            window: Duration::from_secs(300),
         }
     }
 }
@@ -84,6 +88,8 @@ pub enum Plan {
         after: Duration,
         /// Why, in words ("restart 1 of 3 in 1s: container exited with code 3").
         reason: String,
+        /// The task's restarts in place within its budget, this one included.
+        restarts_here: u32,
     },
     /// It ends in `state` with `reason`.
     End {
@@ -94,9 +100,15 @@ pub enum Plan {
     },
 }
 
-/// Whether `task`, whose container ended in `state` for `reason`, is restarted, by its policy
-/// and within `budget`.
-pub fn restart_plan(task: &Task, state: TaskState, reason: String, budget: RestartBudget) -> Plan {
+/// Whether `task`, whose container ended in `state` for `reason` after running for `ran_for`, is
+/// restarted, by its policy and within `budget`.
+pub fn restart_plan(
+    task: &Task,
+    state: TaskState,
+    reason: String,
+    budget: RestartBudget,
+    ran_for: Duration,
+) -> Plan {
     let wanted = match task.restart_policy {
         RestartPolicy::No => false,
         RestartPolicy::OnFailure => state == TaskState::Failed,
@@ -105,7 +117,12 @@ pub fn restart_plan(task: &Task, state: TaskState, reason: String, budget: Resta
     if !wanted {
         return Plan::End { state, reason };
     }
-    let done = task.restarts_here;
+    // A task that ran healthy for the whole window earned a fresh budget.
+    let done = if ran_for >= budget.window {
+        0
+    } else {
+        task.restarts_here
+    };
     if done >= budget.max_restarts {
         let reason = format!(
             "{reason} (after {done} restarts, the most its policy `{}` allows here)",
@@ -119,6 +136,7 @@ pub fn restart_plan(task: &Task, state: TaskState, reason: String, budget: Resta
         .min(MAX_DELAY);
     Plan::Restart {
         after,
+        restarts_here: done + 1,
         reason: format!(
             "restart {} of {} in {}s: {reason}",
             done + 1,
@@ -225,6 +243,7 @@ mod tests {
             state,
             "container exited with code 3".into(),
             RestartBudget::default(),
+            Duration::from_secs(1),
         )
     }
 
@@ -237,7 +256,7 @@ mod tests {
             Plan::End { .. }
         ));
         match ended(RestartPolicy::OnFailure, 0, failed) {
-            Plan::Restart { after, reason } => {
+            Plan::Restart { after, reason, .. } => {
                 assert_eq!(after, Duration::from_secs(1));
                 assert_eq!(reason, "restart 1 of 3 in 1s: container exited with code 3");
             }
@@ -265,6 +284,21 @@ mod tests {
             ended(RestartPolicy::UnlessStopped, 0, completed),
             Plan::Restart { .. }
         ));
+        // A container that ran for the whole window starts a fresh budget.
+        let mut t = running("c1");
+        t.restarts_here = 3;
+        let window = RestartBudget::default().window;
+        let plan = restart_plan(&t, failed, "x".into(), RestartBudget::default(), window);
+        assert!(
+            matches!(
+                plan,
+                Plan::Restart {
+                    restarts_here: 1,
+                    ..
+                }
+            ),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -250,6 +250,7 @@ impl Handler<Sync> for Worker {
     type Result = ResponseFuture<Result<SyncReply, WorkerError>>;
 
     fn handle(&mut self, msg: Sync, _: &mut Context<Self>) -> Self::Result {
+        self.last_sync = Some(std::time::Instant::now());
         let answer = self.feed.answer(msg.cursor);
         let cursor = match (answer, msg.cursor) {
             (Answer::Nothing, Some(cursor)) if !msg.wait.is_zero() => cursor,
@@ -283,6 +284,8 @@ impl Handler<WorkerStats> for Worker {
     type Result = ResponseFuture<Result<Stats, WorkerError>>;
 
     fn handle(&mut self, _: WorkerStats, _: &mut Context<Self>) -> Self::Result {
+        // The manager polls metrics every second or so: word from it.
+        self.last_sync = Some(std::time::Instant::now());
         let metrics = self.metrics.clone();
         // The task count is this worker's own (simulated nodes may share one collector).
         let active = self.active_count();

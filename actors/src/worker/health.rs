@@ -114,4 +114,60 @@ impl Worker {
             }
         }));
     }
+
+    /// With `stop_after_disconnect`: once no manager has synced for `after`, every active task
+    /// is stopped and Failed with the reason (so a manager that comes back may place it again).
+    pub(super) fn stop_if_disconnected(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        let Some(last) = self.last_sync else {
+            return;
+        };
+        // The manager asks for metrics every `poll_interval`, and for the feed all the time.
+        if last.elapsed() < after {
+            return;
+        }
+        let active: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| t.state().is_active())
+            .map(|t| t.id)
+            .collect();
+        for id in active {
+            let reason = format!(
+                "stopped: no word from the manager for {}s (stop_after_disconnect)",
+                after.as_secs_f64()
+            );
+            log::warn!("task {id}: {reason}");
+            self.stop_for(id, reason, ctx);
+        }
+    }
+
+    /// Stops task `id`'s container and fails the task with `reason`, without a restart.
+    fn stop_for(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let container_id = task.container_id.clone();
+        let runtime = self.runtime.clone();
+        let timeout = self.config.stop_timeout;
+        self.stopping.insert(id);
+        let fut = async move {
+            if !container_id.is_empty() {
+                let stop = Stop {
+                    container_id,
+                    timeout,
+                };
+                let _ = runtime.send(stop).await;
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(), act, ctx| {
+            act.stopping.remove(&id);
+            let Some(mut task) = act.tasks.get(&id).cloned() else {
+                return;
+            };
+            if task.state().is_active() && task.transition(TaskState::Failed, reason).is_ok() {
+                task.host_ports.clear();
+                act.record(task, ctx);
+            }
+        }));
+    }
 }

@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     pub restarts: RestartBudget,
     /// When and how tasks' health checks run.
     pub health: HealthSettings,
+    /// If set: once its manager has not synced for this long, the worker stops its tasks (for
+    /// tasks that must never run twice, when the manager may place them elsewhere meanwhile).
+    pub stop_after_disconnect: Option<Duration>,
 }
 
 /// A long poll of the feed waiting for a durable change.
@@ -111,6 +114,8 @@ pub struct Worker {
     probing: HashSet<TaskId>,
     /// Containers labelled for this worker that no task owns, and when first seen so.
     orphans: HashMap<String, std::time::Instant>,
+    /// When a manager last asked for the feed or the metrics (None: never).
+    last_sync: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -155,6 +160,7 @@ impl Worker {
                 health_failures: HashMap::new(),
                 probing: HashSet::new(),
                 orphans: HashMap::new(),
+                last_sync: None,
             }
         });
         // Before anyone can ask: containers whose task the store lost are taken back.
@@ -406,6 +412,10 @@ impl Actor for Worker {
         ctx.run_interval(self.config.health.interval, |act, ctx| {
             act.check_health(ctx)
         });
+        if let Some(after) = self.config.stop_after_disconnect {
+            let every = (after / 4).max(Duration::from_millis(100));
+            ctx.run_interval(every, move |act, ctx| act.stop_if_disconnected(after, ctx));
+        }
         log::info!(
             "worker {} started with {} tasks on the {} runtime (store epoch {})",
             self.config.name,

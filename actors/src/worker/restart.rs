@@ -19,7 +19,11 @@ impl Worker {
         ctx: &mut Context<Self>,
     ) {
         log::info!("task {} ({}): {reason}", task.id, task.name);
-        match restart_plan(&task, state, reason, self.config.restarts) {
+        let ran_for = task
+            .start_time
+            .and_then(|start| (chrono::Utc::now() - start).to_std().ok())
+            .unwrap_or_default();
+        match restart_plan(&task, state, reason, self.config.restarts, ran_for) {
             Plan::End { state, reason } => {
                 if task.transition(state, reason).is_ok() {
                     task.exit_code = code;
@@ -27,11 +31,15 @@ impl Worker {
                     self.record(task, ctx);
                 }
             }
-            Plan::Restart { after, reason } => {
+            Plan::Restart {
+                after,
+                reason,
+                restarts_here,
+            } => {
                 if task.transition(TaskState::Scheduled, reason).is_ok() {
                     let old = std::mem::take(&mut task.container_id);
                     task.restart_count += 1;
-                    task.restarts_here += 1;
+                    task.restarts_here = restarts_here;
                     task.exit_code = code;
                     task.host_ports.clear();
                     let (id, count) = (task.id, task.restart_count);
