@@ -611,6 +611,19 @@ async fn an_unhealthy_task_is_restarted_in_place_then_placed_elsewhere_then_fail
         "{reason}"
     );
     assert!(reason.contains("not placed again"), "{reason}");
+    // Its history shows both placements.
+    let (_, history) = get(&format!("{url}/history")).await;
+    let placements: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["To"] == "Running")
+        .map(|t| t["Placement"].as_u64().unwrap())
+        .collect();
+    assert!(
+        placements.contains(&1) && placements.contains(&2),
+        "{history}"
+    );
 }
 
 /// SIGTERM stops a worker and a manager gracefully: they exit 0 and say what they did.

@@ -9,6 +9,7 @@
 //! | `DELETE /tasks/{id}` | stops the task on its node; 200 with the task, now Completed |
 //! | `DELETE /tasks/{id}?purge=true` | removes a finished task (409 if it is not finished) |
 //! | `GET /tasks/{id}/logs?tail=N` | the last N lines of the task's output, from its node |
+//! | `GET /tasks/{id}/history` | the task's last state changes (since the manager started), oldest first |
 //! | `GET /nodes` | every node: address, status, capacity, reserved, live metrics, task count |
 //! | `POST /nodes` | `{"Address": "http://host:port"}`: connect to that worker and add it |
 //! | `POST /nodes/{name}/drain` | no new tasks there; its tasks are placed elsewhere, its copies stopped |
@@ -25,8 +26,8 @@ use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use cube_actors::manager::{
-    ConnectWorker, GetOne, ListNodes, ListTasks, Logs, Manager, Prune, Purge, RetireNode, Stop,
-    Submit, TaskFilter,
+    ConnectWorker, GetOne, History, ListNodes, ListTasks, Logs, Manager, Prune, Purge, RetireNode,
+    Stop, Submit, TaskFilter,
 };
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
@@ -66,6 +67,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/tasks/{id}/logs", web::get().to(logs))
+    .route("/tasks/{id}/history", web::get().to(history))
     .service(
         web::resource("/nodes")
             .route(web::get().to(nodes))
@@ -216,6 +218,14 @@ async fn logs(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))
+}
+
+async fn history(
+    state: web::Data<ManagerState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&id)?;
+    Ok(HttpResponse::Ok().json(state.manager.send(History(id)).await??))
 }
 
 async fn nodes(state: web::Data<ManagerState>) -> Result<HttpResponse, ApiError> {

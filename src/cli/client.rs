@@ -153,6 +153,16 @@ impl ManagerClient {
             .await
     }
 
+    /// `GET /tasks/{id}/history`.
+    pub async fn history(&self, id: &str) -> anyhow::Result<Vec<Value>> {
+        self.json(
+            awc::http::Method::GET,
+            &format!("/tasks/{id}/history"),
+            None,
+        )
+        .await
+    }
+
     /// `DELETE /tasks/{id}`.
     pub async fn stop(&self, id: &str) -> anyhow::Result<Task> {
         self.json(awc::http::Method::DELETE, &format!("/tasks/{id}"), None)

@@ -148,6 +148,20 @@ pub async fn status(
                 for (key, value) in fields {
                     crate::out!("{:<10} {value}", format!("{key}:"));
                 }
+                let history = client.history(&task.id.to_string()).await?;
+                if !history.is_empty() {
+                    crate::out!("History:");
+                }
+                for change in history {
+                    crate::out!(
+                        "  {} {} (placement {}, restarts {}): {}",
+                        change["At"].as_str().unwrap_or("?"),
+                        change["To"].as_str().unwrap_or("?"),
+                        change["Placement"],
+                        change["Attempt"],
+                        change["Reason"].as_str().unwrap_or("")
+                    );
+                }
             }
         }
         return Ok(());

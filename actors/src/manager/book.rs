@@ -13,7 +13,7 @@
 //! history: tasks by state, by node and by name, in arrival order; finished tasks by finish time
 //! (for pruning); and the names of the tasks that are not finished (unique among them).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -41,6 +41,8 @@ pub struct Change {
     pub reason: String,
     /// The task as it is after the change; `None` when it was removed.
     pub after: Option<Task>,
+    /// When the change was made.
+    pub at: DateTime<Utc>,
 }
 
 /// Why the book refused a change.
@@ -55,41 +57,6 @@ pub enum BookError {
     /// The request does not fit the task's state.
     #[error("{0}")]
     Conflict(String),
-}
-
-/// How long finished tasks are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// At most this many finished tasks are kept (the oldest go first).
-    pub max_finished: usize,
-    /// A finished task is kept at most this long after it finished.
-    pub max_age: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            max_finished: 1000,
-            max_age: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-/// What a node reported about a task means.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Merge {
-    /// The manager has no such task (given to the worker directly, or pruned).
-    Unknown,
-    /// The node's copy is not the task's current placement (older, elsewhere, or stopped while
-    /// its delivery was under way): it must not run.
-    Stale {
-        /// The placement of the node's copy.
-        placement: u64,
-    },
-    /// Nothing new.
-    Same,
-    /// The report changed the task.
-    Changed(Box<Change>),
 }
 
 /// Where a task sits in arrival order: its submit time, then its ID.
@@ -130,6 +97,8 @@ pub struct TaskBook {
     backoff: HashMap<TaskId, (Instant, Backoff)>,
     /// Nodes each task failed for good on (avoided when it is placed again).
     avoid: HashMap<TaskId, BTreeSet<String>>,
+    /// The last state changes of each task.
+    history: HashMap<TaskId, VecDeque<Transition>>,
 }
 
 /// The first wait before placing again a task that a node failed to take.
@@ -157,10 +126,38 @@ impl TaskBook {
         if let Some(old) = self.tasks.remove(&change.task) {
             self.unindex(&old);
         }
-        if let Some(task) = &change.after {
-            self.index(task);
-            self.tasks.insert(task.id, task.clone());
+        match &change.after {
+            Some(task) => {
+                self.index(task);
+                self.tasks.insert(task.id, task.clone());
+                if change.from != change.to {
+                    let history = self.history.entry(task.id).or_default();
+                    if history.len() == HISTORY {
+                        history.pop_front();
+                    }
+                    history.push_back(Transition {
+                        at: change.at,
+                        from: change.from,
+                        to: task.state(),
+                        placement: task.placement,
+                        attempt: task.restart_count,
+                        node: task.node.clone(),
+                        reason: task.reason.clone(),
+                    });
+                }
+            }
+            None => {
+                self.history.remove(&change.task);
+            }
         }
+    }
+
+    /// The last state changes of task `id` (since the manager started), oldest first.
+    pub fn history(&self, id: &TaskId) -> Vec<Transition> {
+        self.history
+            .get(id)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The change from the task as it is now to `after` (`None`: removed), applied to the
@@ -169,6 +166,7 @@ impl TaskBook {
         let before = self.tasks.get(&id);
         self.unwritten.begin(&id, before);
         let change = Change {
+            at: Utc::now(),
             task: id,
             from: before.map(Task::state),
             to: after.as_ref().map(Task::state),
@@ -459,8 +457,10 @@ pub(super) fn not_from(task: &Task, to: TaskState) -> crate::task::InvalidTransi
 
 mod placing;
 mod query;
+mod types;
 
 pub use query::{TaskFilter, TaskPage};
+pub use types::{HISTORY, Merge, Retention, Transition};
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ pub mod book;
 mod handlers;
 pub mod nodes;
 mod placement;
+mod retire;
 mod sync;
 
 use std::collections::{HashMap, HashSet};
@@ -26,8 +27,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-pub use book::{BookError, Change, Retention, TaskFilter, TaskPage};
+pub use book::{BookError, Change, Retention, TaskFilter, TaskPage, Transition};
 pub use handlers::*;
+pub use retire::RetireNode;
 
 use crate::node::{LOCAL_ADDRESS, Node, NodeStatus};
 use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};

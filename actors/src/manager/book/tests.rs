@@ -303,3 +303,26 @@ fn pending_tasks_wait_out_their_back_off_oldest_first() {
     book.clear_backoffs();
     assert_eq!(book.pending_ready(now), [a]);
 }
+
+#[test]
+fn a_task_s_history_keeps_its_last_state_changes_and_goes_with_it() {
+    let mut book = TaskBook::default();
+    let id = admitted(&mut book, "web", 0);
+    place(&mut book, id, "n1");
+    finish(&mut book, id, "n1", 0);
+    let states: Vec<TaskState> = book.history(&id).iter().map(|t| t.to).collect();
+    assert_eq!(
+        states,
+        [
+            TaskState::Pending,
+            TaskState::Scheduled,
+            TaskState::Running,
+            TaskState::Completed
+        ]
+    );
+    let last = book.history(&id).pop().unwrap();
+    assert_eq!((last.node.as_deref(), last.placement), (Some("n1"), 1));
+    let removed = book.remove(id).unwrap();
+    book.written(&removed);
+    assert!(book.history(&id).is_empty());
+}

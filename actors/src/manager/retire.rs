@@ -1,0 +1,94 @@
+//! Taking nodes out of the cluster: drain (no new tasks, its tasks moved away) and remove.
+
+use actix::prelude::*;
+use futures_util::future::Either;
+
+use super::{Manager, ManagerError};
+use crate::node::Node;
+use crate::scheduler::actor::Release;
+use crate::task::TaskId;
+use crate::worker::StopTask;
+
+/// Drains a node (`remove` false) or removes it (`remove` true): it takes no new tasks, its
+/// tasks are placed again elsewhere and its copies of them stopped; a removed node is also
+/// forgotten (and stored no more). Answers with the tasks moved away.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<TaskId>, ManagerError>")]
+pub struct RetireNode {
+    /// The node's name.
+    pub name: String,
+    /// Whether to remove it once drained.
+    pub remove: bool,
+}
+
+/// Handler for [`RetireNode`].
+impl Handler<RetireNode> for Manager {
+    type Result = ResponseFuture<Result<Vec<TaskId>, ManagerError>>;
+
+    fn handle(&mut self, msg: RetireNode, ctx: &mut Context<Self>) -> Self::Result {
+        let name = msg.name;
+        let Some(entry) = self.nodes.get_mut(&name) else {
+            return Box::pin(async move { Err(ManagerError::NodeNotFound(name)) });
+        };
+        entry.node.eligible = false;
+        let node = entry.node.clone();
+        let moved = self.book.placed_on(&name);
+        let verb = if msg.remove { "removed" } else { "drained" };
+        log::info!(
+            "node {name} {verb} by user: moving its {} tasks",
+            moved.len()
+        );
+        let handle = self.handles.get(&name).cloned();
+        for id in &moved {
+            let placement = self.book.working(id).map_or(0, |t| t.placement);
+            let reason = format!("node {name} was {verb}: placing the task elsewhere");
+            if let Some(change) = self.book.lose(*id, reason) {
+                self.scheduler.do_send(Release(*id));
+                self.commit_later(change, ctx);
+            }
+            if let Some(handle) = handle.clone() {
+                let stop = StopTask {
+                    id: *id,
+                    placement: Some(placement),
+                    stale: true,
+                };
+                let name = name.clone();
+                let id = *id;
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = handle.send(stop).await {
+                            log::warn!("node {name}: could not stop task {id}: {e}");
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+        let store = self.store.clone();
+        let stored = if msg.remove {
+            self.nodes.remove(&name);
+            self.handles.remove(&name);
+            self.scheduler
+                .do_send(crate::scheduler::actor::RemoveNode(name.clone()));
+            let delete = store.send(crate::store::Delete::<Node>::new(&name));
+            Either::Left(delete)
+        } else {
+            self.scheduler.do_send(crate::scheduler::actor::UpsertNode {
+                name: name.clone(),
+                capacity: node.capacity,
+                ready: self
+                    .nodes
+                    .get(&name)
+                    .is_some_and(|e| e.status == crate::node::NodeStatus::Ready),
+                eligible: false,
+                host: node.host().to_string(),
+            });
+            Either::Right(store.send(crate::store::Put(node)))
+        };
+        self.place_pending(ctx);
+        Box::pin(async move {
+            stored.await??;
+            Ok(moved)
+        })
+    }
+}
