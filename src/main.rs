@@ -246,6 +246,9 @@ struct LogsArgs {
     /// How many lines from the end.
     #[arg(long, default_value_t = 100)]
     tail: usize,
+    /// The output of the attempt before the last restart in place.
+    #[arg(long, short = 'p')]
+    previous: bool,
 }
 
 /// Runs a client command in an actix system.
@@ -330,7 +333,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         }),
         Command::Logs(args) => client_command(&args.target, |c, o| async move {
-            commands::logs(&c, &args.task, args.tail, args.follow, o).await
+            commands::logs(&c, &args.task, args.tail, args.follow, args.previous, o).await
         }),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cube", &mut std::io::stdout());

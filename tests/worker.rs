@@ -177,6 +177,27 @@ async fn restarts_by_policy(runtime: RuntimeChoice) {
         .wait_state(once["Task"]["ID"].as_str().unwrap(), "Failed", START)
         .await;
     assert_eq!(task["RestartCount"], 0);
+    // The attempt before the last one kept its container, and its output reads back.
+    let failing_id = failing["Task"]["ID"].as_str().unwrap();
+    let logs = format!("{}/tasks/{failing_id}/logs?previous=true", worker.base);
+    let (status, previous) = get(&logs).await;
+    assert_eq!(status, 200, "{previous}");
+    if runtime == RuntimeChoice::Sim {
+        assert!(
+            previous.as_str().unwrap().contains("exiting with code 3"),
+            "{previous}"
+        );
+    }
+    let once_id = once["Task"]["ID"].as_str().unwrap();
+    let (status, _) = get(&format!(
+        "{}/tasks/{once_id}/logs?previous=true",
+        worker.base
+    ))
+    .await;
+    assert_eq!(
+        status, 409,
+        "a task never restarted has no previous attempt"
+    );
 }
 on_both_runtimes!(
     restarts_by_policy,

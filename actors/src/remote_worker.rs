@@ -302,8 +302,8 @@ impl Handler<TaskLogs> for RemoteWorker {
     fn handle(&mut self, msg: TaskLogs, _: &mut Context<Self>) -> Self::Result {
         let q = msg.query;
         let mut path = format!(
-            "/tasks/{}/logs?tail={}&timestamps={}",
-            msg.id, q.tail, q.timestamps
+            "/tasks/{}/logs?tail={}&timestamps={}&previous={}",
+            msg.id, q.tail, q.timestamps, msg.previous
         );
         if let Some(since) = q.since {
             path.push_str(&format!("&since={since}"));

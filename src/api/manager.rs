@@ -213,8 +213,16 @@ async fn logs(
     query: web::Query<LogsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&id)?;
+    let previous = query.previous.unwrap_or(false);
     let query = query.into_inner().into_query();
-    let text = state.manager.send(Logs { id, query }).await??;
+    let text = state
+        .manager
+        .send(Logs {
+            id,
+            query,
+            previous,
+        })
+        .await??;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))

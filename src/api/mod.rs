@@ -55,11 +55,13 @@ pub struct LogsParams {
     tail: Option<usize>,
     since: Option<i64>,
     timestamps: Option<bool>,
+    /// The previous attempt's container.
+    pub previous: Option<bool>,
 }
 
 impl LogsParams {
     /// The runtime's query, with defaults and bounds applied.
-    pub fn into_query(self) -> LogQuery {
+    pub fn into_query(&self) -> LogQuery {
         LogQuery {
             tail: self.tail.unwrap_or(100).min(100_000),
             since: self.since,

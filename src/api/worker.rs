@@ -144,8 +144,16 @@ async fn logs(
     query: web::Query<LogsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&id)?;
+    let previous = query.previous.unwrap_or(false);
     let query = query.into_inner().into_query();
-    let text = state.worker.send(TaskLogs { id, query }).await??;
+    let text = state
+        .worker
+        .send(TaskLogs {
+            id,
+            query,
+            previous,
+        })
+        .await??;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))

@@ -176,8 +176,10 @@ impl ManagerClient {
         tail: usize,
         since: Option<i64>,
         timestamps: bool,
+        previous: bool,
     ) -> anyhow::Result<String> {
-        let mut path = format!("/tasks/{id}/logs?tail={tail}&timestamps={timestamps}");
+        let mut path =
+            format!("/tasks/{id}/logs?tail={tail}&timestamps={timestamps}&previous={previous}");
         if let Some(since) = since {
             path.push_str(&format!("&since={since}"));
         }

@@ -284,12 +284,13 @@ pub async fn logs(
     reference: &str,
     tail: usize,
     follow: bool,
+    previous: bool,
     output: Output,
 ) -> anyhow::Result<()> {
     let task = client.resolve(reference).await?;
     let id = task.id.to_string();
-    if !follow {
-        let text = client.logs(&id, tail, None, false).await?;
+    if !follow || previous {
+        let text = client.logs(&id, tail, None, false, previous).await?;
         match output {
             Output::Json => crate::out!(
                 "{}",
@@ -310,7 +311,7 @@ pub async fn logs(
         );
         let since = last.map(|t| t.timestamp());
         let tail = if last.is_none() { tail } else { 100_000 };
-        let text = match client.logs(&id, tail, since, true).await {
+        let text = match client.logs(&id, tail, since, true, false).await {
             Ok(text) => text,
             // A stopped task's container is gone with its output: nothing more to show.
             Err(_) if ended => return Ok(()),

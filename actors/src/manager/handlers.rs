@@ -271,6 +271,8 @@ pub struct Logs {
     pub id: TaskId,
     /// Which lines.
     pub query: LogQuery,
+    /// Those of the previous attempt's container.
+    pub previous: bool,
 }
 
 /// Handler for [`Logs`].
@@ -297,6 +299,7 @@ impl Handler<Logs> for Manager {
             let logs = TaskLogs {
                 id: msg.id,
                 query: msg.query,
+                previous: msg.previous,
             };
             handle
                 .send(logs)

@@ -72,6 +72,14 @@ pub struct Task {
     /// The Docker container running the task, set by the worker once it started one.
     #[serde(rename = "ContainerID", default)]
     pub container_id: String,
+    /// The container of the attempt before, kept (stopped, with its logs) after a restart in
+    /// place until the next one.
+    #[serde(
+        rename = "PreviousContainerID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub previous_container_id: String,
     /// A human name for the task. A request without one is named after its id.
     #[serde(default)]
     pub name: String,
@@ -214,6 +222,7 @@ impl Task {
         Task {
             id: Uuid::new_v4(),
             container_id: String::new(),
+            previous_container_id: String::new(),
             name: name.into(),
             state: TaskState::Pending,
             image: image.into(),

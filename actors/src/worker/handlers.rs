@@ -194,9 +194,12 @@ impl Handler<ForgetTask> for Worker {
             )))));
         }
         let runtime = self.runtime.clone();
-        let container_id = task.container_id.clone();
+        let containers = [
+            task.container_id.clone(),
+            task.previous_container_id.clone(),
+        ];
         let remove = async move {
-            if !container_id.is_empty() {
+            for container_id in containers.into_iter().filter(|c| !c.is_empty()) {
                 runtime.send(Remove { container_id }).await??;
             }
             Ok::<(), WorkerError>(())
@@ -348,15 +351,26 @@ impl Handler<TaskLogs> for Worker {
             return Box::pin(async move { Err(WorkerError::NotFound(msg.id)) });
         };
         let runtime = self.runtime.clone();
+        let previous = msg.previous;
         Box::pin(async move {
-            if task.container_id.is_empty() {
+            if previous && task.previous_container_id.is_empty() {
+                return Err(WorkerError::Conflict(format!(
+                    "task {} has no previous container: it was not restarted on its node",
+                    task.id
+                )));
+            }
+            if task.container_id.is_empty() && !previous {
                 return Err(WorkerError::Conflict(format!(
                     "task {} has no container yet (it is {})",
                     task.id,
                     task.state()
                 )));
             }
-            let container_id = task.container_id.clone();
+            let container_id = if previous {
+                task.previous_container_id.clone()
+            } else {
+                task.container_id.clone()
+            };
             Ok(runtime
                 .send(Logs {
                     container_id,

@@ -199,4 +199,6 @@ pub struct TaskLogs {
     pub id: TaskId,
     /// Which lines.
     pub query: LogQuery,
+    /// Those of the previous attempt's container (the one before the last restart in place).
+    pub previous: bool,
 }

@@ -29,6 +29,12 @@ impl Worker {
             .filter(|t| t.state() != TaskState::Scheduled)
             .map(|t| (t.id, (t.container_id.clone(), t.is_finished())))
             .collect();
+        let previous: HashSet<String> = self
+            .tasks
+            .values()
+            .map(|t| t.previous_container_id.clone())
+            .filter(|c| !c.is_empty())
+            .collect();
         let known: HashSet<TaskId> = self.tasks.keys().copied().collect();
         let store = self.feed.epoch().to_string();
         let runtime = self.runtime.clone();
@@ -62,7 +68,7 @@ impl Worker {
                     else {
                         continue;
                     };
-                    if *container != c.id {
+                    if *container != c.id && !previous.contains(&c.id) {
                         log::info!("reconcile: removing {}, an old container", short(&c.id));
                         let _ = runtime
                             .send(Stop {

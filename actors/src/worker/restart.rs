@@ -37,7 +37,10 @@ impl Worker {
                 restarts_here,
             } => {
                 if task.transition(TaskState::Scheduled, reason).is_ok() {
-                    let old = std::mem::take(&mut task.container_id);
+                    // The container that ended is kept, with its logs, as the previous attempt's;
+                    // the one before it goes.
+                    let ended = std::mem::take(&mut task.container_id);
+                    let old = std::mem::replace(&mut task.previous_container_id, ended);
                     task.restart_count += 1;
                     task.restarts_here = restarts_here;
                     task.exit_code = code;
@@ -46,7 +49,7 @@ impl Worker {
                     self.record(task, ctx);
                     ctx.run_later(after, move |act, ctx| {
                         if act.tasks.get(&id).is_some_and(|t| t.restart_count == count) {
-                            act.start_again(id, Some(old), ctx);
+                            act.start_again(id, Some(old).filter(|o| !o.is_empty()), ctx);
                         }
                     });
                 }
