@@ -110,6 +110,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         },
         RuntimeChoice::Sim => RuntimeKind::Sim {
             known_images: (!settings.sim_images.is_empty()).then(|| settings.sim_images.clone()),
+            engine: None,
         },
     };
     let capacity = offered(settings.cpu, settings.memory, settings.disk, machine);
@@ -313,7 +314,10 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         RuntimeChoice::Docker => RuntimeKind::Docker {
             publish_ip: settings.publish_ip.clone(),
         },
-        RuntimeChoice::Sim => RuntimeKind::Sim { known_images: None },
+        RuntimeChoice::Sim => RuntimeKind::Sim {
+            known_images: None,
+            engine: None,
+        },
     };
     // One metrics collector serves every node: they share the machine.
     let metrics = MetricsCollector::new(measured, Duration::from_secs(1)).start();

@@ -22,7 +22,7 @@ use crate::task::{PortBinding, PortSpec, Task, TaskId};
 
 pub use docker::{DockerRuntime, docker_available, echo_image_tar, import_image};
 pub use health::Health;
-pub use sim::SimRuntime;
+pub use sim::{SimEngine, SimRuntime};
 
 /// The label every Cube container carries, with the value `true`.
 pub const LABEL_MANAGED: &str = "cube.managed";

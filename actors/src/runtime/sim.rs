@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use super::{
 use crate::task::{PortBinding, Task, TaskId, parse_port_spec};
 
 /// One simulated container.
-struct SimContainer {
+pub struct SimContainer {
     task_id: TaskId,
     placement: u64,
     task: Task,
@@ -29,10 +30,65 @@ struct SimContainer {
     logs: Vec<(DateTime<Utc>, String)>,
 }
 
+/// The simulated engine's containers, by id: shared by the runtimes that use it, and outliving
+/// them, as a Docker engine outlives the workers that use it (see [`SimRuntime::with_engine`]).
+#[derive(Clone, Default)]
+pub struct SimEngine(Arc<Mutex<HashMap<String, SimContainer>>>);
+
+impl SimEngine {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SimContainer>> {
+        // A panic while holding the lock leaves whole containers behind: still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every container: its id, its task, the store that started it, and whether it runs.
+    pub fn containers(&self) -> Vec<(String, TaskId, String, bool)> {
+        self.lock()
+            .iter()
+            .map(|(id, c)| {
+                let running = c.info.status == ContainerStatus::Running;
+                (id.clone(), c.task_id, c.store.clone(), running)
+            })
+            .collect()
+    }
+
+    /// Makes a running container exit with `code`, as if its process ended; its worker learns
+    /// of it at its next reconcile. Returns whether there was such a running container.
+    pub fn exit(&self, container_id: &str, code: i64) -> bool {
+        match self.lock().get_mut(container_id) {
+            Some(c) if c.info.status == ContainerStatus::Running => {
+                c.info.status = ContainerStatus::Exited {
+                    code,
+                    oom_killed: false,
+                    error: String::new(),
+                };
+                c.logs
+                    .push((Utc::now(), format!("killed with code {code}")));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for SimEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimEngine({} containers)", self.lock().len())
+    }
+}
+
+impl PartialEq for SimEngine {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SimEngine {}
+
 /// Runs tasks in memory.
 pub struct SimRuntime {
-    /// Every container, by id, until stopped.
-    containers: HashMap<String, SimContainer>,
+    /// Every container, by id, until removed.
+    containers: SimEngine,
     /// Images that exist; `None` means every image exists.
     known_images: Option<HashSet<String>>,
     /// Who hears about containers that end on their own.
@@ -42,8 +98,17 @@ pub struct SimRuntime {
 impl SimRuntime {
     /// A simulated runtime reporting exits to `exits`. With `known_images`, only those images exist.
     pub fn new(exits: Recipient<ContainerExited>, known_images: Option<HashSet<String>>) -> Self {
+        SimRuntime::with_engine(exits, known_images, SimEngine::default())
+    }
+
+    /// The same, on `engine`, which may be shared and outlive this runtime.
+    pub fn with_engine(
+        exits: Recipient<ContainerExited>,
+        known_images: Option<HashSet<String>>,
+        engine: SimEngine,
+    ) -> Self {
         SimRuntime {
-            containers: HashMap::new(),
+            containers: engine,
             known_images,
             exits,
         }
@@ -109,7 +174,7 @@ impl Handler<Start> for SimRuntime {
         if let Some((code, after)) = requested_exit(&task) {
             let container_id = id.clone();
             ctx.run_later(after, move |act, _| {
-                if let Some(c) = act.containers.get_mut(&container_id)
+                if let Some(c) = act.containers.lock().get_mut(&container_id)
                     && c.info.status == ContainerStatus::Running
                 {
                     c.info.status = ContainerStatus::Exited {
@@ -127,7 +192,7 @@ impl Handler<Start> for SimRuntime {
                 }
             });
         }
-        self.containers.insert(
+        self.containers.lock().insert(
             id,
             SimContainer {
                 task_id: task.id,
@@ -153,7 +218,7 @@ impl Handler<Stop> for SimRuntime {
     type Result = Result<(), RuntimeError>;
 
     fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
-        if let Some(c) = self.containers.get_mut(&msg.container_id)
+        if let Some(c) = self.containers.lock().get_mut(&msg.container_id)
             && c.info.status == ContainerStatus::Running
         {
             c.info.status = ContainerStatus::Exited {
@@ -174,6 +239,7 @@ impl Handler<Probe> for SimRuntime {
     fn handle(&mut self, msg: Probe, _: &mut Context<Self>) -> Self::Result {
         let started = self
             .containers
+            .lock()
             .get(&msg.task.container_id)
             .and_then(|c| c.info.started_at);
         let running_for = started
@@ -188,7 +254,7 @@ impl Handler<Remove> for SimRuntime {
     type Result = Result<(), RuntimeError>;
 
     fn handle(&mut self, msg: Remove, _: &mut Context<Self>) -> Self::Result {
-        self.containers.remove(&msg.container_id);
+        self.containers.lock().remove(&msg.container_id);
         Ok(())
     }
 }
@@ -198,7 +264,7 @@ impl Handler<Inspect> for SimRuntime {
     type Result = Result<ContainerInfo, RuntimeError>;
 
     fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
-        Ok(match self.containers.get(&msg.container_id) {
+        Ok(match self.containers.lock().get(&msg.container_id) {
             Some(c) => c.info.clone(),
             None => ContainerInfo {
                 id: msg.container_id,
@@ -216,8 +282,8 @@ impl Handler<Logs> for SimRuntime {
     type Result = Result<String, RuntimeError>;
 
     fn handle(&mut self, msg: Logs, _: &mut Context<Self>) -> Self::Result {
-        let c = self
-            .containers
+        let engine = self.containers.lock();
+        let c = engine
             .get(&msg.container_id)
             .ok_or_else(|| RuntimeError::Failed {
                 operation: "read logs",
@@ -250,6 +316,7 @@ impl Handler<ListManaged> for SimRuntime {
     fn handle(&mut self, _: ListManaged, _: &mut Context<Self>) -> Self::Result {
         Ok(self
             .containers
+            .lock()
             .iter()
             .map(|(id, c)| ManagedContainer {
                 id: id.clone(),

@@ -32,8 +32,8 @@ use crate::backoff::Backoff;
 use crate::metrics::MetricsCollector;
 use crate::resources::Resources;
 use crate::runtime::{
-    ContainerExited, ContainerInfo, DockerRuntime, Remove, RuntimeError, RuntimeHandle, SimRuntime,
-    Start, Stop, Watch,
+    ContainerExited, ContainerInfo, DockerRuntime, Remove, RuntimeError, RuntimeHandle, SimEngine,
+    SimRuntime, Start, Stop, Watch,
 };
 use crate::store::{Get, List, Put, Store, StoreError};
 use crate::task::{Task, TaskId, TaskState};
@@ -55,6 +55,9 @@ pub enum RuntimeKind {
     Sim {
         /// The images the simulated node has, or `None` for all.
         known_images: Option<Vec<String>>,
+        /// The simulated engine, when it is shared or must outlive the worker (tests that
+        /// restart workers); `None` for one of its own.
+        engine: Option<SimEngine>,
     },
 }
 
@@ -141,8 +144,16 @@ impl Worker {
                 RuntimeKind::Docker { publish_ip } => RuntimeHandle::Docker(
                     DockerRuntime::new(config.name.clone(), publish_ip, exits).start(),
                 ),
-                RuntimeKind::Sim { known_images } => RuntimeHandle::Sim(
-                    SimRuntime::new(exits, known_images.map(|i| i.into_iter().collect())).start(),
+                RuntimeKind::Sim {
+                    known_images,
+                    engine,
+                } => RuntimeHandle::Sim(
+                    SimRuntime::with_engine(
+                        exits,
+                        known_images.map(|i| i.into_iter().collect()),
+                        engine.unwrap_or_default(),
+                    )
+                    .start(),
                 ),
             };
             Worker {
