@@ -567,6 +567,28 @@ async fn an_unhealthy_task_is_restarted_then_fails() {
         (&fine["State"], &fine["RestartCount"]),
         (&json!("Running"), &json!(0))
     );
+    // The richer form sets this task's own threshold: one failed check is enough.
+    let check = json!({"Check": "/health", "Failures": 1, "IntervalMs": 100, "GraceMs": 0});
+    let strict = event(
+        "sim/echo:latest",
+        json!({"HealthCheck": check, "ExposedPorts": port, "RestartPolicy": "no",
+               "Env": ["SIM_HEALTH_FAIL_AFTER_MS=0"]}),
+    );
+    assert_eq!(
+        post(&format!("{}/tasks", worker.base), &strict).await.0,
+        201
+    );
+    let failed = worker
+        .wait_state(strict["Task"]["ID"].as_str().unwrap(), "Failed", START)
+        .await;
+    assert!(
+        failed["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("(1 checks in a row)"),
+        "{failed}"
+    );
+    assert_eq!(failed["HealthCheck"], check);
 }
 
 /// A container of this worker's store that no task owns is removed after a grace; one made by

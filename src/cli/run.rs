@@ -74,7 +74,7 @@ impl RunSpec {
             task.disk = v;
         }
         if let Some(v) = self.health_check {
-            task.health_check = v;
+            task.health_check = v.as_str().into();
         }
         if let Some(v) = self.restart_policy {
             task.restart_policy = v;

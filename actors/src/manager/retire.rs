@@ -7,7 +7,7 @@ use super::{Manager, ManagerError};
 use crate::node::Node;
 use crate::scheduler::actor::Release;
 use crate::task::TaskId;
-use crate::worker::StopTask;
+use crate::worker::{ForgetTask, StopTask};
 
 /// Drains a node (`remove` false) or removes it (`remove` true): it takes no new tasks, its
 /// tasks are placed again elsewhere and its copies of them stopped; a removed node is also
@@ -54,10 +54,17 @@ impl Handler<RetireNode> for Manager {
                 };
                 let name = name.clone();
                 let id = *id;
+                let remove = msg.remove;
                 ctx.spawn(
                     async move {
                         if let Err(e) = handle.send(stop).await {
                             log::warn!("node {name}: could not stop task {id}: {e}");
+                            return;
+                        }
+                        // A removed node leaves nothing behind: its copy and container go too.
+                        let placement = Some(placement);
+                        if remove && let Err(e) = handle.send(ForgetTask { id, placement }).await {
+                            log::warn!("node {name}: could not remove task {id}: {e}");
                         }
                     }
                     .into_actor(self),

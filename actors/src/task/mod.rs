@@ -4,6 +4,7 @@
 //! names, a `TaskEvent {ID, State, Timestamp, Task}` as the request body. Units are fixed here
 //! and nowhere else: `Cpu` is in cores, `Memory` and `Disk` are in bytes.
 
+mod check;
 mod policy;
 mod state;
 
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+pub use check::HealthCheck;
 pub use policy::RestartPolicy;
 pub use state::TaskState;
 
@@ -121,9 +123,10 @@ pub struct Task {
     /// How the worker checks that the task is healthy; empty for no check. `"/health"` (the
     /// book's form): an HTTP GET of that path on the task's first exposed port, healthy on any
     /// 2xx or 3xx answer (the book accepted only 200). `"tcp"`: a TCP connection to that port.
-    /// When, how often and how many failures make it unhealthy are worker settings.
+    /// When, how often and how many failures make it unhealthy are worker settings, which the
+    /// object form may set for this task (see [`HealthCheck`]).
     #[serde(default)]
-    pub health_check: String,
+    pub health_check: HealthCheck,
     /// How many times Cube restarted the task, in all.
     #[serde(default)]
     pub restart_count: u32,
@@ -235,7 +238,7 @@ impl Task {
             restart_policy: RestartPolicy::OnFailure,
             start_time: None,
             finish_time: None,
-            health_check: String::new(),
+            health_check: HealthCheck::default(),
             restart_count: 0,
             restarts_here: 0,
             replacements: 0,

@@ -38,25 +38,38 @@ impl Default for HealthSettings {
 impl Worker {
     /// Checks every Running task that has a health check and is past its grace.
     pub(super) fn check_health(&mut self, ctx: &mut Context<Self>) {
-        let settings = self.config.health;
-        let grace = chrono::Duration::from_std(settings.grace).unwrap_or_default();
+        let d = self.config.health;
+        let defaults = (d.interval, d.timeout, d.grace, d.failures);
         let now = Utc::now();
-        let due: Vec<_> = self
-            .tasks
-            .values()
-            .filter(|t| t.state() == TaskState::Running && !t.health_check.is_empty())
-            .filter(|t| t.start_time.is_none_or(|s| now - s >= grace))
-            .filter(|t| !self.probing.contains(&t.id))
-            .cloned()
-            .collect();
-        for task in due {
+        let instant = std::time::Instant::now();
+        let tasks = &self.tasks;
+        self.last_probe.retain(|id, _| {
+            tasks
+                .get(id)
+                .is_some_and(|t| t.state() == TaskState::Running)
+        });
+        let mut due = Vec::new();
+        for task in self.tasks.values() {
+            if task.state() != TaskState::Running
+                || task.health_check.is_empty()
+                || self.probing.contains(&task.id)
+            {
+                continue;
+            }
+            let (interval, timeout, grace, failures) = task.health_check.settings(defaults);
+            let grace = chrono::Duration::from_std(grace).unwrap_or_default();
+            let started = task.start_time.is_none_or(|s| now - s >= grace);
+            let last = self.last_probe.get(&task.id);
+            if started && last.is_none_or(|l| instant.duration_since(*l) >= interval) {
+                due.push((task.clone(), timeout, failures));
+            }
+        }
+        for (task, timeout, threshold) in due {
             let (id, container) = (task.id, task.container_id.clone());
             self.probing.insert(id);
+            self.last_probe.insert(id, instant);
             let runtime = self.runtime.clone();
-            let probe = Probe {
-                task,
-                timeout: settings.timeout,
-            };
+            let probe = Probe { task, timeout };
             let fut = async move { runtime.send(probe).await };
             ctx.spawn(fut.into_actor(self).map(move |health, act, ctx| {
                 act.probing.remove(&id);
@@ -74,7 +87,7 @@ impl Worker {
                         let failed = act.health_failures.entry(id).or_default();
                         *failed += 1;
                         log::info!("task {id}: health check failed ({failed} in a row): {why}");
-                        if *failed >= settings.failures {
+                        if *failed >= threshold {
                             let reason = format!("unhealthy: {why} ({failed} checks in a row)");
                             act.health_failures.remove(&id);
                             act.unhealthy(id, reason, ctx);

@@ -115,6 +115,8 @@ pub struct Worker {
     health_failures: HashMap<TaskId, u32>,
     /// Tasks whose health check is under way.
     probing: HashSet<TaskId>,
+    /// When each task's health was last checked.
+    last_probe: HashMap<TaskId, std::time::Instant>,
     /// Containers labelled for this worker that no task owns, and when first seen so.
     orphans: HashMap<String, std::time::Instant>,
     /// When a manager last asked for the feed or the metrics (None: never).
@@ -170,6 +172,7 @@ impl Worker {
                 start_retries: HashMap::new(),
                 health_failures: HashMap::new(),
                 probing: HashSet::new(),
+                last_probe: HashMap::new(),
                 orphans: HashMap::new(),
                 last_sync: None,
             }
@@ -420,9 +423,9 @@ impl Actor for Worker {
         ctx.run_interval(self.config.reconcile_interval, |act, ctx| {
             act.reconcile(ctx)
         });
-        ctx.run_interval(self.config.health.interval, |act, ctx| {
-            act.check_health(ctx)
-        });
+        // Each task is checked on its own interval (the worker's, or its check's own).
+        let tick = self.config.health.interval.min(Duration::from_millis(100));
+        ctx.run_interval(tick, |act, ctx| act.check_health(ctx));
         if let Some(after) = self.config.stop_after_disconnect {
             let every = (after / 4).max(Duration::from_millis(100));
             ctx.run_interval(every, move |act, ctx| act.stop_if_disconnected(after, ctx));
