@@ -69,6 +69,25 @@ fn measured_dir(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf
     }
 }
 
+/// The restart budget from its settings (max restarts, and the delay and window in ms).
+fn restart_budget(max_restarts: u32, delay_ms: u64, window_ms: u64) -> RestartBudget {
+    RestartBudget {
+        max_restarts,
+        delay: Duration::from_millis(delay_ms),
+        window: Duration::from_millis(window_ms),
+    }
+}
+
+/// The health settings from their settings (interval, timeout and grace in ms; failures).
+fn health_settings([interval, timeout, grace]: [u64; 3], failures: u32) -> HealthSettings {
+    HealthSettings {
+        interval: Duration::from_millis(interval.max(50)),
+        timeout: Duration::from_millis(timeout.max(10)),
+        grace: Duration::from_millis(grace),
+        failures: failures.max(1),
+    }
+}
+
 /// What a node offers: each setting that is not 0, and `default` for the others.
 fn offered(cpu: f64, memory: Size, disk: Size, default: Resources) -> Resources {
     Resources {
@@ -119,17 +138,19 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
         reconcile_interval: Duration::from_millis(settings.reconcile_interval_ms.max(100)),
         capacity,
-        restarts: RestartBudget {
-            max_restarts: settings.max_restarts,
-            delay: Duration::from_millis(settings.restart_delay_ms),
-            window: Duration::from_millis(settings.restart_window_ms),
-        },
-        health: HealthSettings {
-            interval: Duration::from_millis(settings.health_interval_ms.max(50)),
-            timeout: Duration::from_millis(settings.health_timeout_ms.max(10)),
-            grace: Duration::from_millis(settings.health_grace_ms),
-            failures: settings.health_failures.max(1),
-        },
+        restarts: restart_budget(
+            settings.max_restarts,
+            settings.restart_delay_ms,
+            settings.restart_window_ms,
+        ),
+        health: health_settings(
+            [
+                settings.health_interval_ms,
+                settings.health_timeout_ms,
+                settings.health_grace_ms,
+            ],
+            settings.health_failures,
+        ),
         stop_after_disconnect: (settings.stop_after_disconnect_ms > 0)
             .then(|| Duration::from_millis(settings.stop_after_disconnect_ms)),
     };
@@ -331,17 +352,19 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
             stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
             reconcile_interval: Duration::from_secs(2),
             capacity,
-            restarts: RestartBudget {
-                max_restarts: settings.max_restarts,
-                delay: Duration::from_millis(settings.restart_delay_ms),
-                window: Duration::from_millis(settings.restart_window_ms),
-            },
-            health: HealthSettings {
-                interval: Duration::from_millis(settings.health_interval_ms.max(50)),
-                timeout: Duration::from_millis(settings.health_timeout_ms.max(10)),
-                grace: Duration::from_millis(settings.health_grace_ms),
-                failures: settings.health_failures.max(1),
-            },
+            restarts: restart_budget(
+                settings.max_restarts,
+                settings.restart_delay_ms,
+                settings.restart_window_ms,
+            ),
+            health: health_settings(
+                [
+                    settings.health_interval_ms,
+                    settings.health_timeout_ms,
+                    settings.health_grace_ms,
+                ],
+                settings.health_failures,
+            ),
             // In-process nodes share the manager's process: they cannot lose it.
             stop_after_disconnect: None,
         };
