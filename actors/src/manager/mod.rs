@@ -287,15 +287,27 @@ impl Manager {
     }
 
     fn insert_node(&mut self, node: Node, handle: WorkerHandle) -> u64 {
+        let name = node.name.clone();
+        self.handles.insert(name.clone(), handle);
+        let generation = self.nodes.join(node);
+        self.publish_node(&name);
+        generation
+    }
+
+    /// Tells the scheduler what `name` offers and whether it may take tasks: only a Ready node
+    /// whose feed the manager has applied since it joined or came back (so that every copy it
+    /// still runs is known, and the stale ones are being stopped, before it takes new work).
+    pub(super) fn publish_node(&mut self, name: &str) {
+        let Some(entry) = self.nodes.get(name) else {
+            return;
+        };
         self.scheduler.do_send(UpsertNode {
-            name: node.name.clone(),
-            capacity: node.capacity,
-            ready: true,
-            eligible: node.eligible,
-            host: node.host().to_string(),
+            name: name.to_string(),
+            capacity: entry.node.capacity,
+            ready: entry.status == NodeStatus::Ready && entry.cursor.is_some(),
+            eligible: entry.node.eligible,
+            host: entry.node.host().to_string(),
         });
-        self.handles.insert(node.name.clone(), handle);
-        self.nodes.join(node)
     }
 
     /// Adds (or replaces) a node, stores it, starts following its feed and tries the waiting
@@ -349,13 +361,7 @@ impl Manager {
                 self.config.node_down_after.as_secs_f64()
             ),
         }
-        self.scheduler.do_send(UpsertNode {
-            name: name.to_string(),
-            capacity: entry.node.capacity,
-            ready: status == NodeStatus::Ready,
-            eligible: entry.node.eligible,
-            host: entry.node.host().to_string(),
-        });
+        self.publish_node(name);
         if status == NodeStatus::Down {
             self.lose_tasks_of(name, ctx);
         }

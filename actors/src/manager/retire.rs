@@ -80,16 +80,7 @@ impl Handler<RetireNode> for Manager {
             let delete = store.send(crate::store::Delete::<Node>::new(&name));
             Either::Left(delete)
         } else {
-            self.scheduler.do_send(crate::scheduler::actor::UpsertNode {
-                name: name.clone(),
-                capacity: node.capacity,
-                ready: self
-                    .nodes
-                    .get(&name)
-                    .is_some_and(|e| e.status == crate::node::NodeStatus::Ready),
-                eligible: false,
-                host: node.host().to_string(),
-            });
+            self.publish_node(&name);
             Either::Right(store.send(crate::store::Put(node)))
         };
         self.place_pending(ctx);

@@ -92,7 +92,13 @@ impl Manager {
                 entry.syncing = false;
                 match cursor {
                     Some(cursor) => {
+                        let first = entry.cursor.is_none();
                         act.nodes.advance(&name, generation, cursor);
+                        if first {
+                            // Its feed is applied: it may take tasks now.
+                            act.publish_node(&name);
+                            act.place_pending(ctx);
+                        }
                         act.retry_forgets(&name, ctx);
                         act.sync(name, ctx);
                     }
