@@ -383,7 +383,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => {
             let settings = args.settings()?;
             let docker = settings.runtime == cube::config::RuntimeChoice::Docker;
-            let prefix = settings.node_prefix.clone();
+            let (prefix, workers) = (settings.node_prefix.clone(), settings.workers);
             let served = actix_web::rt::System::new().block_on(async move {
                 let cluster = cube::serve::start_cluster(&settings).await?;
                 println!(
@@ -403,11 +403,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             });
             if docker {
                 eprintln!(
-                    "cube up stopped. Its tasks' containers keep running (labelled \
-                     cube.worker={prefix}-N): `cube up` again takes them back, its state is on \
-                     disk. To stop them first, `cube stop` each task (or `cube status` to list \
-                     them) before Ctrl-C; to remove every Cube container on this engine: \
-                     docker rm -f $(docker ps -aq --filter label=cube.managed=true)"
+                    "cube up stopped. Its tasks' containers keep running: `cube up` again takes \
+                     them back (its state is on disk). To stop them, `cube stop` each task (or \
+                     `cube prune` the finished ones) before Ctrl-C; to remove this cluster's \
+                     containers: for n in $(seq 1 {workers}); do docker rm -f \
+                     $(docker ps -aq --filter label=cube.worker={prefix}-$n); done"
                 );
             }
             served

@@ -152,6 +152,8 @@ fn check(ran: &Ran, prefix: &str) {
         "cube rm web" => ran.has("(web) removed"),
         // echo and echo-restarts (stopped) and echo-fails (failed).
         "cube prune" => ran.has("removed 3 finished tasks"),
+        "cube node rm extra" => ran.has("node extra removed"),
+        _ if c.starts_with("kill $(cat /tmp/cube-worker-extra.pid)") => {}
         _ if c.starts_with("sleep ") => {}
         _ if c.starts_with("cube worker --listen") => {}
         _ if c.starts_with("curl") => check_curl(ran, prefix),

@@ -212,7 +212,11 @@ fn node_row(n: &NodeReport) -> Vec<String> {
     vec![
         n.name.clone(),
         n.address.clone(),
-        format!("{:?}", n.status),
+        if n.eligible {
+            format!("{:?}", n.status)
+        } else {
+            format!("{:?} (drained)", n.status)
+        },
         format!(
             "{}/{}{usage}",
             trim_float(n.reserved.cpu),

@@ -184,7 +184,7 @@ impl Manager {
         }
         if task.replacements >= self.config.max_replacements {
             let reason = format!(
-                "{}; not placed again: it was placed again {} times, the most allowed",
+                "{}; not placed again: it was placed on another node {} time(s) already, the most allowed",
                 task.reason, task.replacements
             );
             if let Some(change) = self.book.annotate(task.id, reason) {

@@ -125,7 +125,7 @@ pub fn restart_plan(
     };
     if done >= budget.max_restarts {
         let reason = format!(
-            "{reason} (after {done} restarts, the most its policy `{}` allows here)",
+            "{reason} (after {done} restarts on this node, the most its policy `{}` allows here)",
             task.restart_policy.name()
         );
         return Plan::End { state, reason };

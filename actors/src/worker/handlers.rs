@@ -360,10 +360,17 @@ impl Handler<TaskLogs> for Worker {
                 )));
             }
             if task.container_id.is_empty() && !previous {
+                let hint = if task.previous_container_id.is_empty() {
+                    String::new()
+                } else {
+                    "; `cube logs TASK --previous` (logs?previous=true) shows its last attempt"
+                        .into()
+                };
                 return Err(WorkerError::Conflict(format!(
-                    "task {} has no container yet (it is {})",
+                    "task {} has no container now (it is {}: {}){hint}",
                     task.id,
-                    task.state()
+                    task.state(),
+                    task.reason
                 )));
             }
             let container_id = if previous {
