@@ -102,6 +102,21 @@ impl Worker {
     /// Stops the container of an unhealthy task; the task then fails, or is restarted by its
     /// policy, with `reason`.
     fn unhealthy(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
+        self.stop_container_then(id, ctx, move |act, task, container_id, ctx| {
+            if task.state() == TaskState::Running && task.container_id == container_id {
+                act.ended(task, TaskState::Failed, reason, None, ctx);
+            }
+        });
+    }
+
+    /// Stops task `id`'s current container (its end is not an event meanwhile), then calls
+    /// `then` with the task as it is by then and the container that was stopped.
+    fn stop_container_then(
+        &mut self,
+        id: TaskId,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Worker, crate::task::Task, String, &mut Context<Self>) + 'static,
+    ) {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
@@ -113,17 +128,19 @@ impl Worker {
             container_id: container_id.clone(),
             timeout,
         };
-        let fut = async move { runtime.send(stop).await };
+        let fut = async move {
+            if stop.container_id.is_empty() {
+                return Ok(Ok(()));
+            }
+            runtime.send(stop).await
+        };
         ctx.spawn(fut.into_actor(self).map(move |stopped, act, ctx| {
             act.stopping.remove(&id);
             if let Ok(Err(e)) | Err(e) = stopped {
-                log::warn!("task {id}: could not stop its unhealthy container: {e}");
+                log::warn!("task {id}: could not stop its container: {e}");
             }
-            let Some(task) = act.tasks.get(&id).cloned() else {
-                return;
-            };
-            if task.state() == TaskState::Running && task.container_id == container_id {
-                act.ended(task, TaskState::Failed, reason, None, ctx);
+            if let Some(task) = act.tasks.get(&id).cloned() {
+                then(act, task, container_id, ctx);
             }
         }));
     }
@@ -156,31 +173,11 @@ impl Worker {
 
     /// Stops task `id`'s container and fails the task with `reason`, without a restart.
     fn stop_for(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
-        let Some(task) = self.tasks.get(&id) else {
-            return;
-        };
-        let container_id = task.container_id.clone();
-        let runtime = self.runtime.clone();
-        let timeout = self.config.stop_timeout;
-        self.stopping.insert(id);
-        let fut = async move {
-            if !container_id.is_empty() {
-                let stop = Stop {
-                    container_id,
-                    timeout,
-                };
-                let _ = runtime.send(stop).await;
-            }
-        };
-        ctx.spawn(fut.into_actor(self).map(move |(), act, ctx| {
-            act.stopping.remove(&id);
-            let Some(mut task) = act.tasks.get(&id).cloned() else {
-                return;
-            };
+        self.stop_container_then(id, ctx, move |act, mut task, _, ctx| {
             if task.state().is_active() && task.transition(TaskState::Failed, reason).is_ok() {
                 task.host_ports.clear();
                 act.record(task, ctx);
             }
-        }));
+        });
     }
 }
