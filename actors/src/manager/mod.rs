@@ -9,7 +9,8 @@
 //! - `handlers.rs`: the messages the HTTP API sends.
 //!
 //! Every change to a task comes out of the book as one [`book::Change`], which the actor writes
-//! to the store ([`Manager::commit`]); readers see it once it is durable. Nothing is dropped: a
+//! to the store (`commit`, `commit_removal`, `commit_admission`); readers see it once it is
+//! durable. Nothing is dropped: a
 //! task that fits nowhere stays Pending with the reason; a task a node did not take goes back to
 //! Pending and is tried again with back-off; a task stored as Scheduled is sent again when its
 //! node's full resync does not list it.
