@@ -5,7 +5,7 @@
 //! timeout; calls that did not reach the worker (connection refused, timeout) are retried with
 //! exponential back-off, and all our calls are idempotent, so a retry never runs a task twice.
 //! What the worker answers with an error status comes back as the same [`WorkerError`] variant a
-//! local worker would have returned (see [`answer_error`]), so the manager treats a refusal alike
+//! local worker would have returned (see `answer_error`), so the manager treats a refusal alike
 //! whichever node made it.
 //!
 //! Architecture invariant: besides the HTTP edge of the binary, this is the only module that

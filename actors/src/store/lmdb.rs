@@ -12,7 +12,7 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 use super::{Backend, Record, StoreError, Table, WriteOp};
 
 /// The version of the on-disk layout. An older directory is migrated when opened (see
-/// [`LmdbBackend::migrate`]); a newer one is refused.
+/// `LmdbBackend::migrate`); a newer one is refused.
 ///
 /// - 1: tasks (keyed by task id), events (keyed by event id) and nodes.
 /// - 2: tasks keyed `<submit time>.<task id>` and events `<task key>/<event id>`, in arrival
