@@ -247,6 +247,11 @@ impl TaskBook {
         self.tasks.is_empty()
     }
 
+    /// Every finished task, oldest finish first.
+    pub fn finished_ids(&self) -> Vec<TaskId> {
+        self.finished.iter().map(|(_, id)| *id).collect()
+    }
+
     /// How many finished tasks the book holds.
     pub fn finished_count(&self) -> usize {
         self.finished.len()

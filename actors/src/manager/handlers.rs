@@ -135,31 +135,16 @@ impl Handler<Purge> for Manager {
     type Result = ResponseFuture<Result<Task, ManagerError>>;
 
     fn handle(&mut self, Purge(id): Purge, ctx: &mut Context<Self>) -> Self::Result {
-        let task = match self.book.working(&id) {
-            None => return Box::pin(async move { Err(ManagerError::NotFound(id)) }),
-            Some(task) if !task.is_finished() => {
-                let e = BookError::Conflict(format!(
-                    "task {id} is {}; only a finished task (Completed, or Failed) can be removed: stop it first",
-                    task.state()
-                ));
-                return Box::pin(async move { Err(e.into()) });
-            }
-            Some(task) => task.clone(),
-        };
-        let written = self.purge(id, ctx);
+        let purged = self.purge(id, ctx);
         Box::pin(async move {
-            let removed = match written {
-                Some(written) => written.await == Ok(true),
-                None => false,
-            };
-            if removed {
-                log::info!("task {id} ({}) removed", task.name);
-                Ok(task)
-            } else {
-                Err(ManagerError::Conflict(format!(
+            let (task, written) = purged?;
+            if written.await != Ok(true) {
+                return Err(ManagerError::Conflict(format!(
                     "task {id} could not be removed"
-                )))
+                )));
             }
+            log::info!("task {id} ({}) removed", task.name);
+            Ok(task)
         })
     }
 }
@@ -174,32 +159,9 @@ impl Handler<Prune> for Manager {
     type Result = ResponseFuture<Result<usize, ManagerError>>;
 
     fn handle(&mut self, _: Prune, ctx: &mut Context<Self>) -> Self::Result {
-        let filter = |state| TaskFilter {
-            state: Some(state),
-            ..TaskFilter::default()
-        };
-        let mut ids = Vec::new();
-        for state in [
-            crate::task::TaskState::Completed,
-            crate::task::TaskState::Failed,
-        ] {
-            let page = self
-                .book
-                .query(&filter(state))
-                .unwrap_or_else(|_| TaskPage {
-                    tasks: Vec::new(),
-                    next: None,
-                });
-            ids.extend(
-                page.tasks
-                    .into_iter()
-                    .filter(Task::is_finished)
-                    .map(|t| t.id),
-            );
-        }
-        let writes: Vec<_> = ids
+        let writes: Vec<_> = (self.book.finished_ids())
             .into_iter()
-            .filter_map(|id| self.purge(id, ctx))
+            .filter_map(|id| self.purge(id, ctx).ok().map(|(_, written)| written))
             .collect();
         Box::pin(async move {
             let done = join_all(writes).await;

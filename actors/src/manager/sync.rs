@@ -11,8 +11,9 @@ use chrono::Utc;
 use futures_util::future::join_all;
 
 use super::Manager;
+use super::book::BookError;
 use crate::scheduler::actor::NodeUsage;
-use crate::task::TaskId;
+use crate::task::{Task, TaskId};
 use crate::worker::{ForgetTask, PROTOCOL_VERSION, Sync, SyncReply, WorkerStats};
 
 impl Manager {
@@ -213,34 +214,42 @@ impl Manager {
         }
         log::debug!("pruning {} finished tasks", doomed.len());
         for id in doomed {
-            self.purge(id, ctx);
+            // Prunable means finished and not being written: the removal is accepted.
+            let _ = self.purge(id, ctx);
         }
     }
 
-    /// Removes finished task `id` (and its events) from the book and the store, and has its node
-    /// forget it. Returns the write.
+    /// Removes finished task `id` (and its events) from the book and the store, and has its nodes
+    /// forget it. Returns the task and its write; a task that is not finished is refused.
     pub(super) fn purge(
         &mut self,
         id: TaskId,
         ctx: &mut Context<Self>,
-    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
-        let task = self.book.working(&id).cloned()?;
-        let change = self.book.remove(id).ok()?;
+    ) -> Result<(Task, tokio::sync::oneshot::Receiver<bool>), BookError> {
+        let task = self
+            .book
+            .working(&id)
+            .cloned()
+            .ok_or(BookError::NotFound(id))?;
+        let change = self.book.remove(id)?;
         let (done, written) = tokio::sync::oneshot::channel();
         let write = self.commit_removal(change, &task);
+        let removed = task.clone();
         ctx.spawn(write.map(move |res, act, ctx| {
             let ok = res.is_ok();
             let _ = done.send(ok);
-            if ok && let Some(node) = &task.node {
+            let stale = act.stale_copies.remove(&id).unwrap_or_default();
+            if !ok {
+                return;
+            }
+            if let Some(node) = &task.node {
                 act.forget_on(node, id, task.placement, ctx);
             }
-            for (node, placement) in act.stale_copies.remove(&id).unwrap_or_default() {
-                if ok {
-                    act.forget_on(&node, id, placement, ctx);
-                }
+            for (node, placement) in stale {
+                act.forget_on(&node, id, placement, ctx);
             }
         }));
-        Some(written)
+        Ok((removed, written))
     }
 
     /// Has `node` forget its copy (of `placement` or older) of finished task `id`; if it does
