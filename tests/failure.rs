@@ -40,15 +40,6 @@ fn worker(name: &str, dir: &std::path::Path, manager: &str, docker: bool) -> Cub
     CubeProcess::spawn(&args, &[])
 }
 
-/// The tasks of the manager at `base`, by ID.
-async fn tasks(base: &str) -> BTreeMap<String, Value> {
-    let (_, list) = get(&format!("{base}/tasks")).await;
-    let list = list.as_array().unwrap().clone();
-    list.into_iter()
-        .map(|t| (t["ID"].as_str().unwrap().to_string(), t))
-        .collect()
-}
-
 /// Waits until `check` holds for the manager's tasks; returns them.
 async fn until(
     base: &str,
@@ -57,7 +48,7 @@ async fn until(
 ) -> BTreeMap<String, Value> {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let now = tasks(base).await;
+        let now = manager_tasks(base).await;
         if check(&now) {
             return now;
         }
@@ -97,18 +88,7 @@ async fn a_lost_worker_s_tasks_run_elsewhere_and_it_stops_its_copies_when_back()
         (a.clone(), worker(&a, dir.path(), &base, docker)),
         (b.clone(), worker(&b, dir.path(), &base, docker)),
     ]);
-    let deadline = Instant::now() + SETTLE;
-    while get(&format!("{base}/nodes"))
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .len()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "workers never joined");
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready_nodes(&base, 2, SETTLE).await;
     for _ in 0..4 {
         let ev = event(image, json!({"Memory": 64 << 20}));
         assert_eq!(post(&format!("{base}/tasks"), &ev).await.0, 201);
@@ -193,7 +173,7 @@ async fn a_lost_worker_s_tasks_run_elsewhere_and_it_stops_its_copies_when_back()
         }
     }
     // The manager still has them running on a.
-    let now = tasks(&base).await;
+    let now = manager_tasks(&base).await;
     for id in &on_b {
         assert_eq!(
             (&now[id]["State"], &now[id]["Node"]),
@@ -352,7 +332,7 @@ async fn a_manager_killed_during_a_burst_loses_no_acknowledged_task() {
     let _manager = CubeProcess::spawn(&again, &[]);
     let deadline = Instant::now() + SETTLE;
     let all = loop {
-        let now = tasks(&base).await;
+        let now = manager_tasks(&base).await;
         let stuck: Vec<&String> = acknowledged
             .iter()
             .filter(|id| !now.get(*id).is_some_and(|t| t["State"] == "Running"))
@@ -528,7 +508,7 @@ async fn a_worker_that_lost_its_store_adopts_its_containers() {
     }
     // The manager still has them on the same containers, and nothing was started twice.
     actix_rt::time::sleep(Duration::from_secs(1)).await;
-    let now = tasks(&base).await;
+    let now = manager_tasks(&base).await;
     for id in &ids {
         assert_eq!(now[id]["State"], "Running", "{}", now[id]);
         assert_eq!(now[id]["ContainerID"], before[id]["ContainerID"]);

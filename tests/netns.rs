@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -163,14 +162,6 @@ async fn try_get(url: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-async fn tasks(base: &str) -> BTreeMap<String, Value> {
-    let (_, list) = get(&format!("{base}/tasks")).await;
-    let list = list.as_array().unwrap().clone();
-    list.into_iter()
-        .map(|t| (t["ID"].as_str().unwrap().to_string(), t))
-        .collect()
-}
-
 /// One host's link is cut: its tasks run on the other host within the grace; restored, the host
 /// runs none of the replaced copies.
 #[actix_rt::test]
@@ -211,27 +202,14 @@ async fn a_host_cut_off_gives_its_tasks_up_and_stops_them_when_back() {
             RemoteWorker::start(host, name, &format!("http://{}:{port}", host.gateway))
         })
         .collect();
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let (_, nodes) = get(&format!("{base}/nodes")).await;
-        let ready = nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["Status"] == "Ready");
-        if ready.count() == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "workers never joined: {nodes}");
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready_nodes(&base, 2, SETTLE).await;
     for _ in 0..4 {
         let ev = event("sim/echo:latest", json!({}));
         assert_eq!(post(&format!("{base}/tasks"), &ev).await.0, 201);
     }
     let deadline = Instant::now() + SETTLE;
     let running = loop {
-        let now = tasks(&base).await;
+        let now = manager_tasks(&base).await;
         if now.len() == 4 && now.values().all(|t| t["State"] == "Running") {
             break now;
         }
@@ -254,7 +232,7 @@ async fn a_host_cut_off_gives_its_tasks_up_and_stops_them_when_back() {
     let cut_at = Instant::now();
     let deadline = Instant::now() + SETTLE;
     loop {
-        let now = tasks(&base).await;
+        let now = manager_tasks(&base).await;
         let moved = cut
             .iter()
             .all(|id| now[id]["State"] == "Running" && now[id]["Node"] != victim.as_str());

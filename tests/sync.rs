@@ -43,24 +43,8 @@ async fn http_manager(
     let node = cube::serve::start_manager(&settings).await.unwrap();
     actix_rt::spawn(node.server);
     let base = format!("http://{}", node.addr);
-    wait_nodes(&base, workers.len()).await;
+    wait_ready_nodes(&base, workers.len(), SETTLE).await;
     (base, node.store)
-}
-
-/// Waits until the manager at `base` has `n` Ready nodes.
-async fn wait_nodes(base: &str, n: usize) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let (_, nodes) = get(&format!("{base}/nodes")).await;
-        let ready = nodes
-            .as_array()
-            .map_or(0, |a| a.iter().filter(|n| n["Status"] == "Ready").count());
-        if ready >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nodes never ready: {nodes}");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A task the simulated runtime ends at once with code 0.

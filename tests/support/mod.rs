@@ -171,6 +171,31 @@ impl TestWorker {
     }
 }
 
+/// The tasks of the manager at `base`, by ID.
+pub async fn manager_tasks(base: &str) -> std::collections::BTreeMap<String, Value> {
+    let (_, list) = get(&format!("{base}/tasks")).await;
+    let list = list.as_array().expect("a task list").clone();
+    list.into_iter()
+        .map(|t| (t["ID"].as_str().unwrap().to_string(), t))
+        .collect()
+}
+
+/// Waits until the manager at `base` has at least `n` Ready nodes, failing after `timeout`.
+pub async fn wait_ready_nodes(base: &str, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, nodes) = get(&format!("{base}/nodes")).await;
+        let ready = nodes
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|n| n["Status"] == "Ready").count());
+        if ready >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nodes never ready: {nodes}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `GET url` until the JSON at `pointer` (e.g. `/State`) equals `state`; returns the body.
 /// Fails the test after `timeout`, showing the last answer.
 pub async fn wait_task_state(url: &str, pointer: &str, state: &str, timeout: Duration) -> Value {
