@@ -61,6 +61,20 @@ fn long_task(name: &str) -> TaskEvent {
     TaskEvent::run(Task::new(name, "cube/echo:latest"))
 }
 
+/// The token of the bench's servers (made for this run).
+fn bench_token() -> &'static cube_actors::secret::Token {
+    static TOKEN: std::sync::OnceLock<cube_actors::secret::Token> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| cube_actors::secret::Token::generate("bench"))
+}
+
+/// An HTTP client that sends the bench's token, with this timeout per request.
+fn client(timeout: Duration) -> awc::Client {
+    awc::Client::builder()
+        .bearer_auth(bench_token().expose())
+        .timeout(timeout)
+        .finish()
+}
+
 /// Submits from `connections` clients until `deadline` or until `limit` submissions succeeded;
 /// returns how many did.
 async fn submit_until(
@@ -77,9 +91,7 @@ async fn submit_until(
         let (url, done, failed) = (url.to_string(), done.clone(), failed.clone());
         let prefix = format!("{prefix}-{c}");
         clients.push(actix_web::rt::spawn(async move {
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .finish();
+            let client = client(Duration::from_secs(30));
             let mut i = 0u64;
             while Instant::now() < deadline && (done.load(Ordering::Relaxed) as usize) < limit {
                 i += 1;
@@ -116,9 +128,7 @@ async fn submit_until(
 
 /// Waits until the cluster at `base` holds at least `n` Completed tasks.
 async fn wait_completed(base: &str, n: usize) -> anyhow::Result<()> {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .finish();
+    let client = client(Duration::from_secs(120));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let url = format!("{base}/tasks?state=Completed&limit={n}");
@@ -159,6 +169,7 @@ async fn bench_cluster(
     settings.manager.retain_finished = usize::MAX;
     settings.manager.retain_finished_secs = 365 * 24 * 3600;
     settings.manager.max_in_flight = 4096;
+    settings.manager.token = bench_token().expose().to_string();
     let cluster = start_cluster(&settings).await?;
     actix_web::rt::spawn(cluster.manager.server);
     Ok(format!("http://{}", cluster.manager.addr))
@@ -241,6 +252,7 @@ async fn http_worker(dir: &std::path::Path) -> anyhow::Result<String> {
         store: StoreChoice::Lmdb,
         data_dir: dir.join("worker"),
         runtime: RuntimeChoice::Sim,
+        token: bench_token().expose().to_string(),
         ..WorkerSettings::default()
     };
     let worker = start_worker(&settings).await?;
@@ -310,9 +322,7 @@ async fn one_change_sync(
 /// Sync sizes with and without history and running tasks.
 async fn sync_sizes(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let base = http_worker(dir).await?;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .finish();
+    let client = client(Duration::from_secs(120));
     let (empty, _) = one_change_sync(&client, &base, &long_task("probe-0")).await?;
     let url = format!("{base}/tasks");
     submit_until(

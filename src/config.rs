@@ -105,10 +105,29 @@ pub struct WorkerSettings {
     pub memory: Size,
     /// Disk offered to tasks; 0 means the free space of the data directory's filesystem.
     pub disk: Size,
-    /// A manager to join (`http://host:5555`); empty means none (the manager lists this worker).
+    /// A manager to enroll with (`http://host:5555`); empty means none.
     pub manager: String,
-    /// The address the manager should use to reach this worker; empty means `http://<listen>`.
+    /// The address the manager should use to reach this worker; empty means `http://<listen>`
+    /// (`https://` with TLS).
     pub advertise: String,
+    /// The cluster's join token, to enroll with the manager; empty means the one `cube up` or
+    /// `cube manager` left for this user on this machine.
+    pub join_token: String,
+    /// Enroll under a name already enrolled with another identity (this node lost its data).
+    pub replace: bool,
+    /// A token for calling this worker's API directly; empty means the one in the data
+    /// directory (`worker.token`), made at its first start. Never the cluster's admin token.
+    pub token: String,
+    /// TLS: the worker's certificate and key (PEM), from `cube tls init`; empty means plain HTTP.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// TLS: the cluster's CA certificate, to check the manager's certificate when enrolling.
+    pub tls_ca: PathBuf,
+    /// Serve a non-loopback address without TLS anyway.
+    pub allow_insecure_bind: bool,
+    /// Where this user's tokens are kept for the CLI (not a file setting: from the environment).
+    #[serde(skip)]
+    pub user_config_dir: Option<PathBuf>,
 }
 
 impl Default for WorkerSettings {
@@ -120,7 +139,7 @@ impl Default for WorkerSettings {
             data_dir: PathBuf::new(),
             store_map_size_mib: 1024,
             runtime: RuntimeChoice::Docker,
-            publish_ip: "0.0.0.0".into(),
+            publish_ip: "127.0.0.1".into(),
             sim_images: Vec::new(),
             stop_timeout_secs: 10,
             reconcile_interval_ms: 2000,
@@ -138,6 +157,14 @@ impl Default for WorkerSettings {
             disk: Size(0),
             manager: String::new(),
             advertise: String::new(),
+            join_token: String::new(),
+            replace: false,
+            token: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_ca: PathBuf::new(),
+            allow_insecure_bind: false,
+            user_config_dir: None,
         }
     }
 }
@@ -191,8 +218,6 @@ pub struct ManagerSettings {
     pub store_map_size_mib: usize,
     /// The scheduling algorithm: `roundrobin`, `epvm` or `greedy`.
     pub scheduler: Algorithm,
-    /// Workers to connect to at start (`host:port`); more can join with `cube worker --manager`.
-    pub workers: Vec<String>,
     /// Milliseconds between polls of every worker's metrics (task changes come as a feed).
     pub poll_interval_ms: u64,
     /// Milliseconds a sync waits on a worker for a task change before it answers "nothing".
@@ -212,6 +237,25 @@ pub struct ManagerSettings {
     pub retain_finished_secs: u64,
     /// Milliseconds between prunes of finished tasks past the retention.
     pub prune_interval_ms: u64,
+    /// The cluster's admin token; empty means the one in the data directory (`admin.token`),
+    /// made at the first start (or, with the memory store, a new one each start).
+    pub token: String,
+    /// The token workers enroll with; empty means `join.token` in the data directory, likewise.
+    pub join_token: String,
+    /// A token that only reads `GET /metrics`; empty means `metrics.token`, likewise.
+    pub metrics_token: String,
+    /// TLS: the manager's certificate and key (PEM), from `cube tls init`; empty means plain HTTP.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// TLS: the cluster's CA certificate, which `https://` workers' certificates must come from.
+    pub tls_ca: PathBuf,
+    /// Let tasks bind host ports below 1024.
+    pub allow_privileged_ports: bool,
+    /// Serve a non-loopback address without TLS anyway.
+    pub allow_insecure_bind: bool,
+    /// Where this user's tokens are kept for the CLI (not a file setting: from the environment).
+    #[serde(skip)]
+    pub user_config_dir: Option<PathBuf>,
 }
 
 impl Default for ManagerSettings {
@@ -222,7 +266,6 @@ impl Default for ManagerSettings {
             data_dir: PathBuf::from("data/manager"),
             store_map_size_mib: 1024,
             scheduler: Algorithm::Epvm,
-            workers: Vec::new(),
             poll_interval_ms: 1000,
             sync_wait_ms: 20_000,
             node_down_after_ms: 30_000,
@@ -232,6 +275,15 @@ impl Default for ManagerSettings {
             retain_finished: 1000,
             retain_finished_secs: 24 * 3600,
             prune_interval_ms: 5000,
+            token: String::new(),
+            join_token: String::new(),
+            metrics_token: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_ca: PathBuf::new(),
+            allow_privileged_ports: false,
+            allow_insecure_bind: false,
+            user_config_dir: None,
         }
     }
 }

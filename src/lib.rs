@@ -8,8 +8,10 @@
 //!
 //! The domain and the actors live in the `cube-actors` crate (`actors/`).
 
+pub mod access;
 pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod pki;
 pub mod serve;

@@ -74,6 +74,20 @@ enum Command {
         after_help = "Examples:\n  cube logs web\n  cube logs web -f\n  cube logs 21b23589 --tail 20"
     )]
     Logs(LogsArgs),
+    /// Print the admin token of the manager (or the join token), as left for this user on this
+    /// machine by the manager at that address.
+    #[command(
+        after_help = "Examples:\n  cube token\n  cube token --join\n  curl -H \"Authorization: Bearer $(cube token)\" localhost:5555/tasks\n  cube token -m localhost:5556     # a standalone worker's own token"
+    )]
+    Token(TokenArgs),
+    /// Make the cluster's CA and the certificates of its manager and workers (for TLS).
+    #[command(
+        after_help = "Examples:\n  cube tls init\n  cube tls init --dir tls --cert manager=manager.lan,10.0.0.1 --cert w1=10.0.0.7 --cert w2=10.0.0.8\n\nThen: cube manager --tls-cert tls/manager.pem --tls-key tls/manager.key --tls-ca tls/ca.pem\n      cube worker --tls-cert tls/w1.pem --tls-key tls/w1.key --tls-ca tls/ca.pem --manager https://manager.lan:5555"
+    )]
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  cube completions bash > /etc/bash_completion.d/cube\n  cube completions zsh > \"${fpath[1]}/_cube\"\n  cube completions fish > ~/.config/fish/completions/cube.fish"
@@ -98,15 +112,15 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Target {
-    /// The manager's address.
-    #[arg(
-        long,
-        short = 'm',
-        env = "CUBE_MANAGER",
-        default_value = "http://localhost:5555",
-        global = true
-    )]
-    manager: String,
+    /// The manager's address (default localhost:5555, HTTPS when that manager serves it).
+    #[arg(long, short = 'm', env = "CUBE_MANAGER", global = true)]
+    manager: Option<String>,
+    /// The admin token (default: the one the manager at that address left for this user).
+    #[arg(long, env = "CUBE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// The CA certificate the manager's certificate must come from (default: likewise).
+    #[arg(long, env = "CUBE_CA", global = true)]
+    ca: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
     output: Output,
@@ -220,6 +234,30 @@ struct PlainArgs {
     target: Target,
 }
 
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The server's address (default localhost:5555).
+    #[arg(long, short = 'm', env = "CUBE_MANAGER")]
+    manager: Option<String>,
+    /// The token workers enroll with, instead of the admin token.
+    #[arg(long)]
+    join: bool,
+}
+
+#[derive(Subcommand)]
+enum TlsAction {
+    /// Make the CA (unless DIR has one) and a certificate per --cert.
+    Init {
+        /// Where the files go (default: tls/ under the per-user config directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// NAME=HOST,HOST...: a certificate NAME.pem/NAME.key for those DNS names or IPs.
+        /// Repeatable (default: manager=localhost,127.0.0.1).
+        #[arg(long = "cert")]
+        certs: Vec<cube::pki::CertSpec>,
+    },
+}
+
 #[derive(Subcommand)]
 enum NodeAction {
     /// Take no new tasks there, place its tasks elsewhere and stop its copies of them.
@@ -257,7 +295,11 @@ where
     F: FnOnce(ManagerClient, Output) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let client = ManagerClient::new(&target.manager);
+    let client = ManagerClient::connect(&cube::cli::client::Target {
+        address: target.manager.clone(),
+        token: target.token.clone(),
+        ca: target.ca.clone(),
+    })?;
     let output = target.output;
     actix_web::rt::System::new().block_on(f(client, output))
 }
@@ -335,6 +377,48 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Logs(args) => client_command(&args.target, |c, o| async move {
             commands::logs(&c, &args.task, args.tail, args.follow, args.previous, o).await
         }),
+        Command::Token(args) => {
+            let address = args
+                .manager
+                .unwrap_or_else(|| cube::cli::client::DEFAULT_MANAGER.into());
+            let dir = cube::access::user_dir()
+                .context("no per-user directory: set CUBE_CONFIG_DIR, XDG_CONFIG_HOME or HOME")?;
+            let entry = cube::access::load(&dir, &address).with_context(|| {
+                format!(
+                    "no token for {address} in {}: start it on this machine as this user \
+                     (`cube up`, `cube manager`), or read it from its data directory",
+                    dir.display()
+                )
+            })?;
+            let token = if args.join {
+                entry
+                    .join_token
+                    .with_context(|| format!("{address} is not a manager: it has no join token"))?
+            } else {
+                entry.token
+            };
+            println!("{token}");
+            Ok(())
+        }
+        Command::Tls {
+            action: TlsAction::Init { dir, certs },
+        } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => cube::access::user_dir()
+                    .context("no per-user directory: pass --dir")?
+                    .join("tls"),
+            };
+            let certs = if certs.is_empty() {
+                vec!["manager".parse().map_err(anyhow::Error::msg)?]
+            } else {
+                certs
+            };
+            for path in cube::pki::init(&dir, &certs)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cube", &mut std::io::stdout());
             Ok(())
@@ -354,10 +438,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let settings = args.settings()?;
             actix_web::rt::System::new().block_on(async move {
                 let node = cube::serve::start_worker(&settings).await?;
-                println!(
-                    "cube worker {} listening on http://{}",
-                    node.name, node.addr
-                );
+                println!("cube worker {} listening on {}", node.name, node.url);
                 // SIGTERM or SIGINT: the HTTP server stops taking requests and finishes those
                 // under way; then the writes in flight are committed.
                 node.server.await.context("worker HTTP server failed")?;
@@ -373,7 +454,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let settings = args.settings()?;
             actix_web::rt::System::new().block_on(async move {
                 let node = cube::serve::start_manager(&settings).await?;
-                println!("cube manager listening on http://{}", node.addr);
+                println!("cube manager listening on {}", node.url);
+                println!("admin token: {} (`cube token` prints it)", node.token_place);
                 node.server.await.context("manager HTTP server failed")?;
                 cube::serve::flush(&[node.store]).await;
                 eprintln!("cube manager stopped: every accepted task is on disk");
@@ -387,9 +469,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let served = actix_web::rt::System::new().block_on(async move {
                 let cluster = cube::serve::start_cluster(&settings).await?;
                 println!(
-                    "cube cluster up: manager listening on http://{} with nodes {}",
-                    cluster.manager.addr,
+                    "cube cluster up: manager listening on {} with nodes {}",
+                    cluster.manager.url,
                     cluster.nodes.join(", ")
+                );
+                println!(
+                    "admin token: {} (`cube token` prints it)",
+                    cluster.manager.token_place
                 );
                 cluster
                     .manager

@@ -1,18 +1,20 @@
 //! Wiring: builds the actors of a node and puts the HTTP edge in front of them.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
+use actix_web::middleware::{Logger, NormalizePath, TrailingSlash, from_fn};
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
-use cube_actors::backoff::Backoff;
-use cube_actors::manager::{AddLocalWorker, ConnectWorker, Manager, ManagerConfig, Retention};
+use cube_actors::manager::{AddLocalWorker, Manager, ManagerConfig, Retention};
 use cube_actors::metrics::{MetricsCollector, machine_capacity};
-use cube_actors::remote_worker::{RemoteConfig, join_manager};
+use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, join_manager};
 use cube_actors::resources::Resources;
+use cube_actors::secret::{Access, Keys, Token, TokenHash, read_or_create, write_private};
 use cube_actors::store::{Store, StoreKind};
+use cube_actors::tls::ClientTls;
 use cube_actors::worker::exit::RestartBudget;
 use cube_actors::worker::health::HealthSettings;
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
@@ -29,6 +31,10 @@ pub struct WorkerNode {
     pub name: String,
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
+    /// Its base URL (`http://` or `https://`).
+    pub url: String,
+    /// The token for calling its API directly (its operator token).
+    pub token: Token,
     /// The worker actor.
     pub worker: Addr<Worker>,
     /// Its store.
@@ -37,26 +43,111 @@ pub struct WorkerNode {
     pub server: Server,
 }
 
-/// The HTTP edge of a node: `routes` over `state`, with the API's extractor settings, trailing
-/// slashes ignored, an access log, and JSON 404s for unknown routes.
+/// What the edge of one server checks requests with and serves on.
+struct Edge {
+    /// The tokens it accepts.
+    keys: Keys,
+    /// Its certificate, for HTTPS.
+    tls: Option<rustls::ServerConfig>,
+}
+
+/// The HTTP edge of a node: `routes` over `state`, behind the guard (tokens, same origin, JSON
+/// bodies, size limits), with the API's extractor settings, trailing slashes ignored, an access
+/// log, and JSON 404s for unknown routes; HTTPS when the edge has a certificate.
 fn serve_http<S: Clone + Send + 'static>(
     listener: TcpListener,
     state: S,
     routes: fn(&mut web::ServiceConfig),
+    edge: Edge,
 ) -> std::io::Result<Server> {
-    Ok(HttpServer::new(move || {
+    let keys = edge.keys;
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(keys.clone())
             .app_data(api::json_config())
             .app_data(api::query_config())
+            .app_data(web::PayloadConfig::new(api::MAX_BODY))
+            .wrap(from_fn(api::guard::guard))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             .wrap(Logger::new("%a \"%r\" %s %Dms").log_level(log::Level::Debug))
             .configure(routes)
             .default_service(web::to(api::no_route))
     })
-    .workers(2)
-    .listen(listener)?
-    .run())
+    .workers(2);
+    let server = match edge.tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+/// Binds `listen`; refuses an address other machines can reach without TLS, unless forced.
+fn bind(listen: &str, tls: bool, allow_insecure: bool, what: &str) -> anyhow::Result<TcpListener> {
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("{what}: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    if !tls && !allow_insecure && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "{what}: refusing to serve {addr} without TLS: other machines would see its tokens and \
+             tasks' secrets in the clear.\n  Make certificates with `cube tls init` and start with \
+             --tls-cert, --tls-key and --tls-ca (README, \"Distributed mode\"), or listen on \
+             127.0.0.1, or pass --allow-insecure-bind to do it anyway."
+        );
+    }
+    Ok(listener)
+}
+
+/// The base URL of a server bound to `addr`: loopback when it listens on every address.
+fn base_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    }
+}
+
+/// The server certificate of `cert` and `key` (both set, or neither: plain HTTP).
+fn server_tls(cert: &Path, key: &Path, what: &str) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(
+            cube_actors::tls::server_config(cert, key).with_context(|| format!("{what}: TLS"))?,
+        )),
+        _ => anyhow::bail!(
+            "{what}: TLS needs both a certificate (--tls-cert) and its key (--tls-key)"
+        ),
+    }
+}
+
+/// The CA that peers' certificates must come from, if set.
+fn client_tls(ca: &Path, what: &str) -> anyhow::Result<Option<ClientTls>> {
+    if ca.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        ClientTls::from_ca_file(ca).with_context(|| format!("{what}: TLS CA"))?,
+    ))
+}
+
+/// A server's token: the one given, else the one in `file` (made at the first start) when its
+/// data is durable, else a new one for this run.
+fn server_token(
+    given: &str,
+    file: Option<PathBuf>,
+    kind: &str,
+    what: &str,
+) -> anyhow::Result<Token> {
+    if !given.is_empty() {
+        return Token::parse(given).with_context(|| format!("{what}: the {kind} token given"));
+    }
+    match file {
+        Some(path) => Ok(read_or_create(&path, kind)
+            .with_context(|| format!("{what}: cannot keep its {kind} token in {}", path.display()))?
+            .0),
+        None => Ok(Token::generate(kind)),
+    }
 }
 
 /// The directory whose filesystem disk figures describe: the data directory, or the current
@@ -161,24 +252,126 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         worker: worker.clone(),
         name: name.clone(),
     };
-    let listener = TcpListener::bind(&settings.listen)
-        .with_context(|| format!("worker {name}: cannot listen on {}", settings.listen))?;
+    let what = format!("worker {name}");
+    let durable = (settings.store == StoreChoice::Lmdb).then_some(&data_dir);
+    let token = server_token(
+        &settings.token,
+        durable.map(|d| d.join("worker.token")),
+        "worker",
+        &what,
+    )?;
+    let keys = Keys::default();
+    keys.allow(token.hash(), Access::Full);
+    // The credential of the manager this worker enrolled with, kept as a hash only.
+    let credential_file = durable.map(|d| d.join("manager.sha256"));
+    if let Some(path) = &credential_file
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        let hash = TokenHash::try_from(text)
+            .map_err(|e| anyhow::anyhow!("{what}: {}: {e}", path.display()))?;
+        keys.allow(hash, Access::Manager);
+    }
+    let tls = server_tls(&settings.tls_cert, &settings.tls_key, &what)?;
+    let listener = bind(
+        &settings.listen,
+        tls.is_some(),
+        settings.allow_insecure_bind,
+        &what,
+    )?;
     let addr = listener.local_addr()?;
-    let server = serve_http(listener, state, api::worker::config)?;
-    if !settings.manager.is_empty() {
-        let advertise = if settings.advertise.is_empty() {
-            format!("http://{addr}")
-        } else {
-            settings.advertise.clone()
+    let url = base_url(addr, tls.is_some());
+    let server = serve_http(
+        listener,
+        state,
+        api::worker::config,
+        Edge {
+            keys: keys.clone(),
+            tls,
+        },
+    )?;
+    if let Some(dir) = &settings.user_config_dir {
+        let entry = crate::access::Entry {
+            address: url.clone(),
+            token: token.expose().to_string(),
+            join_token: None,
+            ca_cert: (!settings.tls_ca.as_os_str().is_empty()).then(|| settings.tls_ca.clone()),
         };
-        actix::spawn(join_manager(settings.manager.clone(), advertise));
+        crate::access::save(dir, &entry)
+            .with_context(|| format!("{what}: cannot write its entry in {}", dir.display()))?;
+    }
+    if !settings.manager.is_empty() {
+        let join = join_request(settings, &name, &url, durable)?;
+        actix::spawn(join_manager(join, move |credential: Token| {
+            let hash = credential.hash();
+            if let Some(path) = &credential_file
+                && let Err(e) = write_private(path, &String::from(hash))
+            {
+                log::error!(
+                    "cannot keep the manager's credential in {}: {e}",
+                    path.display()
+                );
+            }
+            keys.replace(hash, Access::Manager);
+        }));
     }
     Ok(WorkerNode {
         name,
         addr,
+        url,
+        token,
         worker,
         store,
         server,
+    })
+}
+
+/// What a worker enrolls with: its identity key (made at its first start, kept in the data
+/// directory when durable), the join token (given, or the one this machine's manager left for
+/// this user) and the CA to check the manager with.
+fn join_request(
+    settings: &WorkerSettings,
+    name: &str,
+    url: &str,
+    durable: Option<&PathBuf>,
+) -> anyhow::Result<JoinRequest> {
+    let what = format!("worker {name}");
+    let local = settings
+        .user_config_dir
+        .as_deref()
+        .and_then(|dir| crate::access::load(dir, &settings.manager));
+    // `--manager localhost:5555` reaches this machine's manager as it serves (HTTP or HTTPS).
+    let manager = match &local {
+        Some(entry) if !settings.manager.contains("://") => entry.address.clone(),
+        _ => http_base(&settings.manager),
+    };
+    let join_token = if !settings.join_token.is_empty() {
+        Token::parse(&settings.join_token).with_context(|| format!("{what}: the join token"))?
+    } else if let Some(token) = local.as_ref().and_then(|e| e.join_token.as_deref()) {
+        Token::parse(token).with_context(|| format!("{what}: the join token"))?
+    } else {
+        anyhow::bail!(
+            "{what}: enrolling with the manager at {manager} needs the cluster's join token: pass \
+             --join-token (or CUBE_JOIN_TOKEN); `cube token --join` prints it on the manager's machine"
+        );
+    };
+    let ca = if settings.tls_ca.as_os_str().is_empty() {
+        local.and_then(|e| e.ca_cert).unwrap_or_default()
+    } else {
+        settings.tls_ca.clone()
+    };
+    let node_key = server_token("", durable.map(|d| d.join("node.key")), "node", &what)?;
+    Ok(JoinRequest {
+        manager,
+        name: name.to_string(),
+        advertise: if settings.advertise.is_empty() {
+            url.to_string()
+        } else {
+            settings.advertise.clone()
+        },
+        node_key,
+        join_token,
+        replace: settings.replace,
+        tls: client_tls(&ca, &what)?,
     })
 }
 
@@ -186,6 +379,14 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
 pub struct ManagerNode {
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
+    /// Its base URL (`http://` or `https://`).
+    pub url: String,
+    /// The cluster's admin token.
+    pub admin_token: Token,
+    /// The token workers enroll with.
+    pub join_token: Token,
+    /// Where the admin token is kept, in words (for the start-up message).
+    pub token_place: String,
     /// The manager actor.
     pub manager: Addr<Manager>,
     /// Its store.
@@ -231,27 +432,70 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
         prune_interval: Duration::from_millis(settings.prune_interval_ms.max(50)),
         remote: RemoteConfig {
             timeout: Duration::from_millis(settings.worker_timeout_ms.max(100)),
+            tls: client_tls(&settings.tls_ca, "manager")?,
             ..RemoteConfig::default()
         },
+        allow_privileged_ports: settings.allow_privileged_ports,
         ..ManagerConfig::default()
     };
     let manager = Manager::start(config, store.clone())
         .await
         .context("manager: cannot load its tasks")?;
-    for address in &settings.workers {
-        actix::spawn(connect_until_joined(manager.clone(), address.clone()));
-    }
     let state = ManagerState {
         manager: manager.clone(),
         in_flight: Default::default(),
         max_in_flight: settings.max_in_flight.max(1),
     };
-    let listener = TcpListener::bind(&settings.listen)
-        .with_context(|| format!("manager: cannot listen on {}", settings.listen))?;
+    let durable = (settings.store == StoreChoice::Lmdb).then_some(&settings.data_dir);
+    let file = |name: &str| durable.map(|d| d.join(name));
+    let admin_token = server_token(&settings.token, file("admin.token"), "admin", "manager")?;
+    let join_token = server_token(&settings.join_token, file("join.token"), "join", "manager")?;
+    let metrics_token = server_token(
+        &settings.metrics_token,
+        file("metrics.token"),
+        "metrics",
+        "manager",
+    )?;
+    let keys = Keys::default();
+    keys.allow(admin_token.hash(), Access::Full);
+    keys.allow(join_token.hash(), Access::Join);
+    keys.allow(metrics_token.hash(), Access::Metrics);
+    let tls = server_tls(&settings.tls_cert, &settings.tls_key, "manager")?;
+    let listener = bind(
+        &settings.listen,
+        tls.is_some(),
+        settings.allow_insecure_bind,
+        "manager",
+    )?;
     let addr = listener.local_addr()?;
-    let server = serve_http(listener, state, api::manager::config)?;
+    let url = base_url(addr, tls.is_some());
+    let server = serve_http(listener, state, api::manager::config, Edge { keys, tls })?;
+    let mut places = Vec::new();
+    if let Some(path) = file("admin.token").filter(|_| settings.token.is_empty()) {
+        places.push(path.display().to_string());
+    }
+    if let Some(dir) = &settings.user_config_dir {
+        let entry = crate::access::Entry {
+            address: url.clone(),
+            token: admin_token.expose().to_string(),
+            join_token: Some(join_token.expose().to_string()),
+            ca_cert: (!settings.tls_ca.as_os_str().is_empty()).then(|| settings.tls_ca.clone()),
+        };
+        let path = crate::access::save(dir, &entry)
+            .with_context(|| format!("manager: cannot write its entry in {}", dir.display()))?;
+        places.push(path.display().to_string());
+    }
+    let token_place = match (places.is_empty(), settings.token.is_empty()) {
+        (false, _) => places.join(" and "),
+        (true, false) => "the one given (setting `token`, CUBE_TOKEN)".to_string(),
+        (true, true) => "nowhere: made for this run (memory store; choose one with --token)".into(),
+    };
     Ok(ManagerNode {
         addr,
+        url,
+        admin_token,
+        join_token,
+        token_place,
         manager,
         store,
         server,
@@ -268,27 +512,6 @@ pub async fn flush(stores: &[Addr<Store>]) -> usize {
         }
     }
     flushed
-}
-
-/// Connects the manager to the worker at `address`, retrying until the worker answers.
-async fn connect_until_joined(manager: Addr<Manager>, address: String) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        match manager
-            .send(ConnectWorker {
-                address: address.clone(),
-            })
-            .await
-        {
-            Ok(Ok(node)) => {
-                log::info!("connected to worker {} at {}", node.name, node.address);
-                return;
-            }
-            Ok(Err(e)) => log::warn!("cannot connect to worker {address} yet: {e}"),
-            Err(_) => return,
-        }
-        actix::clock::sleep(backoff.next_wait()).await;
-    }
 }
 
 /// The all-in-one cluster: a manager and `workers` worker nodes in this process.
@@ -308,9 +531,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         settings.workers >= 1,
         "a cluster needs at least one worker node"
     );
-    let mut manager_settings = settings.manager.clone();
-    manager_settings.workers.clear();
-    let manager = start_manager(&manager_settings).await?;
+    let manager = start_manager(&settings.manager).await?;
     if settings.store == StoreChoice::Lmdb {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;

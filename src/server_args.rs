@@ -25,20 +25,69 @@ pub struct ManagerArgs {
     /// Scheduling algorithm: epvm, roundrobin or greedy.
     #[arg(long)]
     pub scheduler: Option<Algorithm>,
-    /// Workers to connect to, comma-separated host:port.
-    #[arg(long, short = 'w', value_delimiter = ',')]
-    pub workers: Option<Vec<String>>,
     /// Milliseconds between polls of the workers' metrics.
     #[arg(long)]
     pub poll_interval_ms: Option<u64>,
     /// Finished tasks kept at most; older ones are pruned.
     #[arg(long)]
     pub retain_finished: Option<usize>,
+    #[command(flatten)]
+    pub security: ManagerSecurity,
+}
+
+/// The manager's tokens and TLS (for `cube manager` and `cube up`).
+#[derive(clap::Args)]
+pub struct ManagerSecurity {
+    /// The cluster's admin token (default: the one made at the first start, in the data dir).
+    #[arg(long, env = "CUBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The token workers enroll with (default: made at the first start, in the data dir).
+    #[arg(long, env = "CUBE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// TLS certificate of the manager (PEM, from `cube tls init`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key of the manager (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate: `https://` workers must have a certificate from it.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve an address other machines reach without TLS anyway.
+    #[arg(long)]
+    pub allow_insecure_bind: bool,
+    /// Let tasks bind host ports below 1024.
+    #[arg(long)]
+    pub allow_privileged_ports: bool,
+}
+
+impl ManagerSecurity {
+    fn apply(self, s: &mut ManagerSettings) {
+        if let Some(v) = self.token {
+            s.token = v;
+        }
+        if let Some(v) = self.join_token {
+            s.join_token = v;
+        }
+        if let Some(v) = self.tls_cert {
+            s.tls_cert = v;
+        }
+        if let Some(v) = self.tls_key {
+            s.tls_key = v;
+        }
+        if let Some(v) = self.tls_ca {
+            s.tls_ca = v;
+        }
+        s.allow_insecure_bind |= self.allow_insecure_bind;
+        s.allow_privileged_ports |= self.allow_privileged_ports;
+        s.user_config_dir = cube::access::user_dir();
+    }
 }
 
 impl ManagerArgs {
     pub fn settings(self) -> anyhow::Result<ManagerSettings> {
         let mut s: ManagerSettings = config::load(self.config.as_deref())?;
+        self.security.apply(&mut s);
         if let Some(v) = self.listen {
             s.listen = v;
         }
@@ -50,9 +99,6 @@ impl ManagerArgs {
         }
         if let Some(v) = self.scheduler {
             s.scheduler = v;
-        }
-        if let Some(v) = self.workers {
-            s.workers = v;
         }
         if let Some(v) = self.poll_interval_ms {
             s.poll_interval_ms = v;
@@ -99,11 +145,14 @@ pub struct UpArgs {
     /// Finished tasks kept at most; older ones are pruned.
     #[arg(long)]
     pub retain_finished: Option<usize>,
+    #[command(flatten)]
+    pub security: ManagerSecurity,
 }
 
 impl UpArgs {
     pub fn settings(self) -> anyhow::Result<ClusterSettings> {
         let mut s: ClusterSettings = config::load(self.config.as_deref())?;
+        self.security.apply(&mut s.manager);
         if let Some(v) = self.workers {
             s.workers = v;
         }
@@ -182,6 +231,30 @@ pub struct WorkerArgs {
     /// Memory offered to tasks, e.g. 4Gi (default: the machine's total).
     #[arg(long)]
     pub memory: Option<Size>,
+    /// The cluster's join token, to enroll with --manager (default: the one this machine's
+    /// manager left for this user).
+    #[arg(long, env = "CUBE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Enroll under a name already enrolled with another identity: for a node whose data
+    /// directory was lost. Needs the join token.
+    #[arg(long)]
+    pub replace: bool,
+    /// A token for calling this worker's API directly (default: made at its first start, in
+    /// its data dir). Never the cluster's admin token.
+    #[arg(long, env = "CUBE_WORKER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// TLS certificate of the worker (PEM, from `cube tls init`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key of the worker (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate, to check the manager's certificate with.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve an address other machines reach without TLS anyway.
+    #[arg(long)]
+    pub allow_insecure_bind: bool,
 }
 
 impl WorkerArgs {
@@ -223,6 +296,24 @@ impl WorkerArgs {
         if let Some(v) = self.memory {
             s.memory = v;
         }
+        if let Some(v) = self.join_token {
+            s.join_token = v;
+        }
+        if let Some(v) = self.token {
+            s.token = v;
+        }
+        if let Some(v) = self.tls_cert {
+            s.tls_cert = v;
+        }
+        if let Some(v) = self.tls_key {
+            s.tls_key = v;
+        }
+        if let Some(v) = self.tls_ca {
+            s.tls_ca = v;
+        }
+        s.replace |= self.replace;
+        s.allow_insecure_bind |= self.allow_insecure_bind;
+        s.user_config_dir = cube::access::user_dir();
         Ok(s)
     }
 }

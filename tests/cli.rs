@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use support::CubeProcess;
@@ -34,7 +34,7 @@ fn cluster() -> (CubeProcess, tempfile::TempDir) {
 
 /// Runs `cube args...` against `manager` (through CUBE_MANAGER) from the repository root.
 fn cube(manager: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cube"))
+    support::cube_command()
         .args(args)
         .env("CUBE_MANAGER", manager)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

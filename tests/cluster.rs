@@ -67,6 +67,8 @@ fn cluster_settings(
             listen: "127.0.0.1:0".into(),
             data_dir: dir.join("manager"),
             poll_interval_ms: 200,
+            token: support::TEST_TOKEN.into(),
+            join_token: support::TEST_JOIN_TOKEN.into(),
             ..ManagerSettings::default()
         },
         workers: 3,
@@ -214,10 +216,19 @@ async fn manager_api_errors_have_their_status_and_message() {
     let (status, body) = post(&format!("{base}/tasks"), &ev).await;
     assert_eq!(status, 409, "{body}");
 
-    let (status, body) = post(&format!("{base}/nodes"), &json!({"Address": "127.0.0.1:1"})).await;
+    let enrolling = json!({
+        "Name": "nowhere",
+        "Address": "127.0.0.1:1",
+        "NodeKey": "cube-node-0123456789abcdef",
+        "Protocol": 2,
+    });
+    let (status, body) = post(&format!("{base}/nodes"), &enrolling).await;
     assert_eq!(status, 502, "{body}");
     assert!(
-        body["Message"].as_str().unwrap().contains("did not answer"),
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("the manager cannot reach http://127.0.0.1:1"),
         "{body}"
     );
 }
@@ -367,22 +378,19 @@ async fn separate_manager_and_worker_processes() {
         args.extend(extra);
         CubeProcess::spawn(&args, &[])
     };
-    let a = worker(&name_a, &[]);
-    let a_addr = a.base.trim_start_matches("http://").to_string();
     let manager_args = [
         "manager",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
         &path("manager"),
-        "--workers",
-        &a_addr,
         "--scheduler",
         "roundrobin",
         "--poll-interval-ms",
         "200",
     ];
     let mut manager = CubeProcess::spawn(&manager_args, &[]);
+    let a = worker(&name_a, &["--manager", &manager.base]);
     let mut b = worker(&name_b, &["--manager", &manager.base]);
     wait_nodes(&manager.base, 2).await;
 

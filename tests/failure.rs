@@ -79,6 +79,8 @@ async fn a_lost_worker_s_tasks_run_elsewhere_and_it_stops_its_copies_when_back()
         scheduler: "roundrobin".parse().unwrap(),
         poll_interval_ms: 200,
         node_down_after_ms: 2000,
+        token: support::TEST_TOKEN.into(),
+        join_token: support::TEST_JOIN_TOKEN.into(),
         ..ManagerSettings::default()
     };
     let manager = cube::serve::start_manager(&settings).await.unwrap();
@@ -253,6 +255,19 @@ async fn a_worker_killed_five_times_keeps_its_containers() {
 async fn a_manager_killed_during_a_burst_loses_no_acknowledged_task() {
     let dir = tempfile::tempdir().unwrap();
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let data = dir.path().join("manager");
+    let manager_args = |listen: &str| {
+        vec![
+            "manager".to_string(),
+            "--listen".into(),
+            listen.into(),
+            "--data-dir".into(),
+            data.to_str().unwrap().into(),
+        ]
+    };
+    let first_args = manager_args("127.0.0.1:0");
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let mut manager = CubeProcess::spawn(&first_args, &[]);
     let workers: Vec<CubeProcess> = (0..2)
         .map(|i| {
             let name = format!("bw{i}-{suffix}");
@@ -270,29 +285,13 @@ async fn a_manager_killed_during_a_burst_loses_no_acknowledged_task() {
                 "100",
                 "--memory",
                 "64Gi",
+                "--manager",
+                &manager.base,
             ];
             CubeProcess::spawn(&args, &[])
         })
         .collect();
-    let addresses: Vec<String> = workers
-        .iter()
-        .map(|w| w.base.trim_start_matches("http://").to_string())
-        .collect();
-    let data = dir.path().join("manager");
-    let manager_args = |listen: &str| {
-        vec![
-            "manager".to_string(),
-            "--listen".into(),
-            listen.into(),
-            "--data-dir".into(),
-            data.to_str().unwrap().into(),
-            "--workers".into(),
-            addresses.join(","),
-        ]
-    };
-    let first_args = manager_args("127.0.0.1:0");
-    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let mut manager = CubeProcess::spawn(&first_args, &[]);
+    wait_ready_nodes(&manager.base, 2, SETTLE).await;
     let base = manager.base.clone();
     let listen = base.trim_start_matches("http://").to_string();
     let url = format!("{base}/tasks");
@@ -302,7 +301,7 @@ async fn a_manager_killed_during_a_burst_loses_no_acknowledged_task() {
         async move {
             let ev = event("sim/echo:latest", json!({"Name": format!("burst-{i}")}));
             let id = ev["Task"]["ID"].as_str().unwrap().to_string();
-            let client = awc::Client::default();
+            let client = awc::Client::builder().bearer_auth(TEST_TOKEN).finish();
             match client.post(&url).send_json(&ev).await {
                 Ok(r) if r.status().as_u16() == 201 => {
                     acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -401,7 +400,7 @@ async fn drained_and_removed_nodes_give_their_tasks_away() {
     })
     .await;
     let cube = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cube"))
+        let out = support::cube_command()
             .args(args)
             .env("CUBE_MANAGER", &base)
             .output()
@@ -469,6 +468,8 @@ async fn a_worker_that_lost_its_store_adopts_its_containers() {
         store: StoreChoice::Lmdb,
         data_dir: dir.path().join("manager"),
         poll_interval_ms: 200,
+        token: support::TEST_TOKEN.into(),
+        join_token: support::TEST_JOIN_TOKEN.into(),
         ..ManagerSettings::default()
     };
     let manager = cube::serve::start_manager(&settings).await.unwrap();
@@ -634,7 +635,7 @@ fn sigterm_stops_servers_gracefully() {
         ],
     ];
     for args in servers {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cube"))
+        let mut child = support::cube_command()
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -664,6 +665,15 @@ async fn a_worker_without_its_manager_stops_its_tasks_when_told_to() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("worker.toml");
     std::fs::write(&config, "stop_after_disconnect_ms = 1000\n").unwrap();
+    let manager_data = dir.path().join("m");
+    let manager_args = [
+        "manager",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        manager_data.to_str().unwrap(),
+    ];
+    let mut manager = CubeProcess::spawn(&manager_args, &[]);
     let data = dir.path().join("w");
     let args = [
         "worker",
@@ -677,20 +687,10 @@ async fn a_worker_without_its_manager_stops_its_tasks_when_told_to() {
         "sim",
         "--data-dir",
         data.to_str().unwrap(),
+        "--manager",
+        &manager.base,
     ];
     let worker = CubeProcess::spawn(&args, &[]);
-    let address = worker.base.trim_start_matches("http://").to_string();
-    let manager_data = dir.path().join("m");
-    let manager_args = [
-        "manager",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        manager_data.to_str().unwrap(),
-        "--workers",
-        &address,
-    ];
-    let mut manager = CubeProcess::spawn(&manager_args, &[]);
     let ev = event("sim/echo:latest", json!({}));
     let id = ev["Task"]["ID"].as_str().unwrap().to_string();
     let deadline = Instant::now() + SETTLE;

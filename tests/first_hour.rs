@@ -31,7 +31,7 @@ fn cluster(extra: &[&str]) -> (CubeProcess, tempfile::TempDir) {
 
 /// `cube args...` against `manager`.
 fn cube(manager: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cube"));
+    let mut cmd = support::cube_command();
     cmd.args(args)
         .env("CUBE_MANAGER", manager)
         .env_remove("RUST_LOG")
@@ -191,26 +191,6 @@ fn routine_traffic_stays_out_of_the_log() {
     let config = dir.path().join("manager.toml");
     std::fs::write(&config, "sync_wait_ms = 100\npoll_interval_ms = 100\n").unwrap();
     let worker_log = dir.path().join("worker.log");
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_cube"))
-        .args([
-            "worker",
-            "--listen",
-            "127.0.0.1:0",
-            "--runtime",
-            "sim",
-            "--store",
-            "memory",
-        ])
-        .args(["--name", "quiet"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&worker_log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stdout = std::io::BufReader::new(worker.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let address = line[line.find("http://").unwrap()..].trim().to_string();
     let manager = CubeProcess::spawn(
         &[
             "manager",
@@ -223,11 +203,23 @@ fn routine_traffic_stays_out_of_the_log() {
         ],
         &[],
     );
-    let joined = actix_rt::System::new().block_on(post(
-        &format!("{}/nodes", manager.base),
-        &json!({ "Address": address }),
-    ));
-    assert_eq!(joined.0, 201, "{joined:?}");
+    let mut worker = support::cube_command()
+        .args([
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--runtime",
+            "sim",
+            "--store",
+            "memory",
+        ])
+        .args(["--name", "quiet", "--manager", &manager.base])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .spawn()
+        .unwrap();
+    actix_rt::System::new().block_on(support::wait_ready_nodes(&manager.base, 1, SETTLE));
     std::thread::sleep(Duration::from_secs(3));
     let _ = worker.kill();
     let _ = worker.wait();

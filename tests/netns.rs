@@ -127,6 +127,11 @@ impl RemoteWorker {
                 "memory",
             ])
             .args(["--manager", manager])
+            // Plain HTTP between namespaces: what this test checks is the network, not TLS.
+            .arg("--allow-insecure-bind")
+            .env("CUBE_WORKER_TOKEN", support::TEST_TOKEN)
+            .env("CUBE_JOIN_TOKEN", support::TEST_JOIN_TOKEN)
+            .env("CUBE_CONFIG_DIR", support::test_config_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -153,6 +158,7 @@ impl Drop for RemoteWorker {
 /// GET that tolerates a peer that does not answer (yet).
 async fn try_get(url: &str) -> Option<Value> {
     let client = awc::Client::builder()
+        .bearer_auth(support::TEST_TOKEN)
         .timeout(Duration::from_secs(2))
         .finish();
     let mut response = client.get(url).send().await.ok()?;
@@ -186,6 +192,9 @@ async fn a_host_cut_off_gives_its_tasks_up_and_stops_them_when_back() {
         poll_interval_ms: 200,
         node_down_after_ms: 2000,
         worker_timeout_ms: 1000,
+        token: support::TEST_TOKEN.into(),
+        join_token: support::TEST_JOIN_TOKEN.into(),
+        allow_insecure_bind: true,
         ..ManagerSettings::default()
     };
     let manager = cube::serve::start_manager(&settings).await.unwrap();

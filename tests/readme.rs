@@ -173,13 +173,15 @@ fn check_curl(ran: &Ran, prefix: &str) {
     let body = ran.answer();
     let on_5556 = c.contains("localhost:5556/");
     match () {
-        _ if c.contains("-d @config/examples/echo-curl.json") => {
+        _ if c.contains("--json @config/examples/echo-curl.json") => {
             assert_eq!(
                 (&body["ID"], &body["State"]),
                 (&Value::from(curl_task), &"Pending".into())
             )
         }
-        _ if c.contains("-d @config/examples/book-task1.json") => assert_eq!(body["ID"], book_task),
+        _ if c.contains("--json @config/examples/book-task1.json") => {
+            assert_eq!(body["ID"], book_task)
+        }
         _ if c.contains("?purge=true") => {
             assert!(body["ID"] == curl_task || body["ID"] == book_task, "{body}")
         }
@@ -211,7 +213,12 @@ fn check_curl(ran: &Ran, prefix: &str) {
                 "{body}"
             );
         }
-        _ if c.contains("-X POST localhost:5555/nodes") => assert_eq!(body["Name"], "extra"),
+        _ if c.ends_with("localhost:5555/nodes/extra") => {
+            assert_eq!(
+                (&body["Name"], &body["Status"]),
+                (&"extra".into(), &"Ready".into())
+            )
+        }
         _ if on_5556 && c.ends_with("/node") => assert_eq!(
             (&body["Name"], &body["Protocol"]),
             (&"extra".into(), &2.into())
@@ -277,6 +284,10 @@ async fn every_readme_command_does_what_the_readme_says() {
         .unwrap()
         .to_path_buf();
     let dir = tempfile::tempdir().unwrap();
+    // This user's per-user directory, as on a fresh machine: the cluster leaves its token there
+    // and the README's commands find it with no token given.
+    let home = tempfile::tempdir().unwrap();
+    let config_dir = home.path().to_str().unwrap();
     let prefix = format!("readme-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let runtime = if docker { "docker" } else { "sim" };
     let up = CubeProcess::spawn(
@@ -291,7 +302,11 @@ async fn every_readme_command_does_what_the_readme_says() {
             "--data-dir",
             dir.path().to_str().unwrap(),
         ],
-        &[],
+        &[
+            ("CUBE_CONFIG_DIR", config_dir),
+            ("CUBE_TOKEN", ""),
+            ("CUBE_JOIN_TOKEN", ""),
+        ],
     );
     let _cleanup: Vec<Cleanup> = (1..=3).map(|i| Cleanup(format!("{prefix}-{i}"))).collect();
     let manager = up.base.trim_start_matches("http://").to_string();
@@ -326,6 +341,10 @@ async fn every_readme_command_does_what_the_readme_says() {
             .current_dir(root)
             .env("PATH", &path)
             .env("CUBE_MANAGER", &manager)
+            .env("CUBE_CONFIG_DIR", config_dir)
+            .env_remove("CUBE_TOKEN")
+            .env_remove("CUBE_JOIN_TOKEN")
+            .env_remove("CUBE_WORKER_TOKEN")
             .env_remove("CUBE_MANAGER_CONFIG")
             .output()
             .unwrap();

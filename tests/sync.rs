@@ -17,34 +17,42 @@ use support::*;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// A worker of this process served over HTTP (sim runtime unless told), and its URL.
-async fn http_worker(runtime: RuntimeChoice, store: StoreChoice, dir: &std::path::Path) -> String {
+/// A worker of this process served over HTTP (sim runtime unless told), enrolled with the
+/// manager at `manager` when given (and then Ready there); its URL.
+async fn http_worker(
+    runtime: RuntimeChoice,
+    store: StoreChoice,
+    dir: &std::path::Path,
+    manager: Option<&str>,
+) -> String {
     let mut settings = worker_settings(runtime, store, dir);
     settings.name = format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    settings.manager = manager.unwrap_or_default().to_string();
     let worker = cube::serve::start_worker(&settings).await.unwrap();
     actix_rt::spawn(worker.server);
+    if let Some(manager) = manager {
+        wait_ready_nodes(manager, 1, SETTLE).await;
+    }
     format!("http://{}", worker.addr)
 }
 
-/// A manager of this process reaching `workers` over HTTP; its URL and node.
+/// A manager of this process, which workers enroll with over HTTP; its URL and store.
 async fn http_manager(
     dir: &std::path::Path,
-    workers: &[&str],
     edit: impl FnOnce(&mut ManagerSettings),
 ) -> (String, Addr<Store>) {
     let mut settings = ManagerSettings {
         listen: "127.0.0.1:0".into(),
         store: StoreChoice::Lmdb,
         data_dir: dir.join("manager"),
-        workers: workers.iter().map(|w| w.to_string()).collect(),
+        token: support::TEST_TOKEN.into(),
+        join_token: support::TEST_JOIN_TOKEN.into(),
         ..ManagerSettings::default()
     };
     edit(&mut settings);
     let node = cube::serve::start_manager(&settings).await.unwrap();
     actix_rt::spawn(node.server);
-    let base = format!("http://{}", node.addr);
-    wait_ready_nodes(&base, workers.len(), SETTLE).await;
-    (base, node.store)
+    (format!("http://{}", node.addr), node.store)
 }
 
 /// A task the simulated runtime ends at once with code 0.
@@ -100,7 +108,7 @@ async fn one_change_sync(worker: &str, name: &str) -> (usize, Value) {
 #[actix_rt::test]
 async fn a_sync_carries_only_what_changed_whatever_the_history() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = http_worker(RuntimeChoice::Sim, StoreChoice::Memory, dir.path()).await;
+    let worker = http_worker(RuntimeChoice::Sim, StoreChoice::Memory, dir.path(), None).await;
     let (empty, reply) = one_change_sync(&worker, "probe-a").await;
     assert_eq!(reply["Tasks"].as_array().unwrap().len(), 1, "{reply}");
     for i in 0..2000 {
@@ -173,12 +181,15 @@ async fn a_container_exit_reaches_the_manager_through_the_feed_within_two_second
         "--stop-timeout",
         "1",
     ];
-    let worker = CubeProcess::spawn(&args, &[]);
-    let (base, _manager) = http_manager(dir.path(), &[&worker.base], |s| {
+    let (base, _manager) = http_manager(dir.path(), |s| {
         s.poll_interval_ms = 10_000;
         s.prune_interval_ms = 10_000;
     })
     .await;
+    let mut args = args.to_vec();
+    args.extend(["--manager", &base]);
+    let _worker = CubeProcess::spawn(&args, &[]);
+    wait_ready_nodes(&base, 1, SETTLE).await;
     let ev = event(image, json!({"RestartPolicy": "no"}));
     let id = ev["Task"]["ID"].as_str().unwrap().to_string();
     assert_eq!(post(&format!("{base}/tasks"), &ev).await.0, 201);
@@ -210,11 +221,17 @@ async fn a_container_exit_reaches_the_manager_through_the_feed_within_two_second
 #[actix_rt::test]
 async fn finished_tasks_beyond_the_retention_are_pruned_on_manager_and_worker() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = http_worker(RuntimeChoice::Sim, StoreChoice::Lmdb, &dir.path().join("w")).await;
-    let (base, manager) = http_manager(dir.path(), &[&worker], |s| {
+    let (base, manager) = http_manager(dir.path(), |s| {
         s.retain_finished = 3;
         s.prune_interval_ms = 100;
     })
+    .await;
+    let worker = http_worker(
+        RuntimeChoice::Sim,
+        StoreChoice::Lmdb,
+        &dir.path().join("w"),
+        Some(&base),
+    )
     .await;
     let running = event("sim/echo:latest", json!({}));
     assert_eq!(post(&format!("{base}/tasks"), &running).await.0, 201);
@@ -262,8 +279,14 @@ async fn finished_tasks_beyond_the_retention_are_pruned_on_manager_and_worker() 
 #[actix_rt::test]
 async fn purge_prune_and_filtered_pages_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = http_worker(RuntimeChoice::Sim, StoreChoice::Memory, dir.path()).await;
-    let (base, _manager) = http_manager(dir.path(), &[&worker], |_| {}).await;
+    let (base, _manager) = http_manager(dir.path(), |_| {}).await;
+    let worker = http_worker(
+        RuntimeChoice::Sim,
+        StoreChoice::Memory,
+        dir.path(),
+        Some(&base),
+    )
+    .await;
     let live = event("sim/echo:latest", json!({"Name": "live"}));
     let live_id = live["Task"]["ID"].as_str().unwrap().to_string();
     assert_eq!(post(&format!("{base}/tasks"), &live).await.0, 201);
@@ -294,7 +317,7 @@ async fn purge_prune_and_filtered_pages_over_http() {
     assert_eq!(status, 400, "{bad}");
 
     // Pages of two, in arrival order, following the cursor header.
-    let client = awc::Client::default();
+    let client = awc::Client::builder().bearer_auth(TEST_TOKEN).finish();
     let mut url = format!("{base}/tasks?limit=2");
     let mut seen = Vec::new();
     loop {
@@ -361,12 +384,14 @@ async fn a_worker_of_another_protocol_version_is_refused_at_join() {
     let addr = old.addrs()[0];
     actix_rt::spawn(old.workers(1).run());
     let dir = tempfile::tempdir().unwrap();
-    let (base, _manager) = http_manager(dir.path(), &[], |_| {}).await;
-    let (status, body) = post(
-        &format!("{base}/nodes"),
-        &json!({"Address": format!("http://{addr}")}),
-    )
-    .await;
+    let (base, _manager) = http_manager(dir.path(), |_| {}).await;
+    let enrolling = json!({
+        "Name": "old-worker",
+        "Address": format!("http://{addr}"),
+        "NodeKey": "cube-node-0123456789abcdef",
+        "Protocol": 1,
+    });
+    let (status, body) = post(&format!("{base}/nodes"), &enrolling).await;
     assert_eq!(status, 409, "{body}");
     let message = body["Message"].as_str().unwrap();
     assert!(

@@ -20,15 +20,17 @@ use serde::de::DeserializeOwned;
 use crate::backoff::Backoff;
 use crate::metrics::Stats;
 use crate::runtime::RuntimeError;
+use crate::secret::Token;
 use crate::store::StoreError;
 use crate::task::{InvalidTask, Task, TaskEvent, TaskId};
+use crate::tls::ClientTls;
 use crate::worker::{
     ForgetTask, GetNodeInfo, ListTasks, NodeInfo, RunTask, StopTask, Sync, SyncReply, TaskLogs,
     Worker, WorkerError, WorkerStats,
 };
 
 /// How a remote worker is called.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RemoteConfig {
     /// Time allowed for one call (a stop gets this plus the worker's stop timeout).
     pub timeout: Duration,
@@ -36,6 +38,8 @@ pub struct RemoteConfig {
     pub retries: u32,
     /// Wait before the first retry; doubled for each next one.
     pub backoff: Duration,
+    /// The CA that `https://` workers' certificates must come from.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for RemoteConfig {
@@ -44,24 +48,33 @@ impl Default for RemoteConfig {
             timeout: Duration::from_secs(10),
             retries: 2,
             backoff: Duration::from_millis(200),
+            tls: None,
         }
     }
 }
 
-/// A worker on another machine, reached at `base` (`http://host:port`).
+/// A worker on another machine, reached at `base` (`http://host:port` or `https://...`).
 pub struct RemoteWorker {
     base: String,
     config: RemoteConfig,
     client: awc::Client,
+    /// What the manager presents to this worker (the credential it got when it enrolled).
+    credential: Option<Token>,
 }
 
 impl RemoteWorker {
-    /// A proxy for the worker at `base`.
-    pub fn new(base: impl Into<String>, config: RemoteConfig) -> RemoteWorker {
+    /// A proxy for the worker at `base`, called with `credential`.
+    pub fn new(
+        base: impl Into<String>,
+        config: RemoteConfig,
+        credential: Option<Token>,
+    ) -> RemoteWorker {
+        let client = crate::tls::http_client(config.tls.as_ref(), None);
         RemoteWorker {
             base: http_base(&base.into()),
             config,
-            client: awc::Client::builder().disable_timeout().finish(),
+            client,
+            credential,
         }
     }
 
@@ -97,11 +110,16 @@ impl RemoteWorker {
         let client = self.client.clone();
         let url = format!("{}{}", self.base, path);
         let config = self.config.clone();
+        let bearer = self.credential.as_ref().map(Token::bearer);
         Box::pin(async move {
             let mut attempt = 0;
             let mut backoff = Backoff::new(config.backoff, config.backoff * 16);
             loop {
-                let request = client.request(method.clone(), &url).timeout(timeout);
+                let mut request = client.request(method.clone(), &url).timeout(timeout);
+                if let Some(bearer) = &bearer {
+                    request =
+                        request.insert_header((awc::http::header::AUTHORIZATION, bearer.as_str()));
+                }
                 let sent = match &body {
                     Some(body) => request.send_json(body).await,
                     None => request.send().await,
@@ -140,9 +158,16 @@ impl RemoteWorker {
                 if (200..300).contains(&status) {
                     return Ok(bytes.to_vec());
                 }
+                // Only the worker API's own error messages are passed on: an answer of another
+                // shape (a proxy, a redirect, something else at that address) is not echoed.
                 let message = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|b| b.message)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+                    .unwrap_or_else(|_| {
+                        format!(
+                            "an answer that is not the worker API's ({} bytes)",
+                            bytes.len()
+                        )
+                    });
                 return Err(answer_error(&url, status, message, task));
             }
         })
@@ -153,6 +178,9 @@ impl RemoteWorker {
 /// worker returns for the same refusal.
 fn answer_error(url: &str, status: u16, message: String, task: Option<TaskId>) -> WorkerError {
     match (status, task) {
+        (401, _) => WorkerError::Unreachable(format!(
+            "worker at {url} refused the manager's credential (401): it enrolled again, or with another manager"
+        )),
         (400, _) => WorkerError::Invalid(InvalidTask::from_message(&message)),
         (404, Some(id)) => WorkerError::NotFound(id),
         (409, _) => WorkerError::Conflict(message),
@@ -329,34 +357,83 @@ pub fn http_base(address: &str) -> String {
     base.trim_end_matches('/').to_string()
 }
 
-/// Asks the manager at `manager` to add this worker, reachable at `advertise`
-/// (`POST /nodes`), until it says yes; waits double after each failure, up to 10 s.
-pub async fn join_manager(manager: String, advertise: String) {
-    let manager = http_base(&manager);
+/// What a worker sends to enroll with a manager (`POST /nodes`).
+pub struct JoinRequest {
+    /// The manager's address.
+    pub manager: String,
+    /// The worker's name, unique in the cluster.
+    pub name: String,
+    /// Where the manager reaches the worker.
+    pub advertise: String,
+    /// The worker's identity, made at its first start.
+    pub node_key: Token,
+    /// The cluster's join token.
+    pub join_token: Token,
+    /// Take over the name from a node with another identity (one whose data dir was lost).
+    pub replace: bool,
+    /// The CA the manager's certificate must come from (for an `https://` manager).
+    pub tls: Option<ClientTls>,
+}
+
+/// The manager's answer to an enrollment.
+#[derive(Deserialize)]
+struct Enrolled {
+    #[serde(rename = "Credential")]
+    credential: Token,
+}
+
+/// Enrolls this worker with the manager (`POST /nodes` with the join token), until it says yes;
+/// waits double after each failure, up to 10 s. The credential the manager will call this
+/// worker with is handed to `enrolled`, which installs it.
+pub async fn join_manager(join: JoinRequest, enrolled: impl Fn(Token)) {
+    let manager = http_base(&join.manager);
     let url = format!("{manager}/nodes");
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .finish();
+    let client = crate::tls::http_client(join.tls.as_ref(), Some(Duration::from_secs(15)));
+    let body = serde_json::json!({
+        "Name": join.name,
+        "Address": join.advertise,
+        "NodeKey": join.node_key.expose(),
+        "Replace": join.replace,
+        "Protocol": crate::worker::PROTOCOL_VERSION,
+    });
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
-        match client
+        let sent = client
             .post(&url)
-            .send_json(&serde_json::json!({ "Address": advertise }))
-            .await
-        {
-            Ok(resp) if resp.status().is_success() => {
-                log::info!("joined the manager at {manager} as {advertise}");
-                return;
+            .insert_header((awc::http::header::AUTHORIZATION, join.join_token.bearer()))
+            .send_json(&body)
+            .await;
+        match sent {
+            Ok(mut resp) if resp.status().is_success() => {
+                match resp.json::<Enrolled>().limit(64 << 10).await {
+                    Ok(answer) => {
+                        enrolled(answer.credential);
+                        log::info!(
+                            "enrolled with the manager at {manager} as {} ({})",
+                            join.name,
+                            join.advertise
+                        );
+                        return;
+                    }
+                    Err(e) => log::warn!(
+                        "the manager at {manager} answered the enrollment with something unexpected: {e}"
+                    ),
+                }
             }
             Ok(mut resp) => {
-                let body = resp.body().await.unwrap_or_default();
-                log::warn!(
-                    "the manager at {manager} refused the join ({}): {}",
-                    resp.status(),
-                    String::from_utf8_lossy(&body)
+                let bytes = resp.body().limit(64 << 10).await.unwrap_or_default();
+                let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                    .map(|b| b.message)
+                    .unwrap_or_else(|_| {
+                        format!("{} bytes that are not the manager API's", bytes.len())
+                    });
+                log::error!(
+                    "the manager at {manager} refused to enroll {} ({}): {message}",
+                    join.name,
+                    resp.status()
                 );
             }
-            Err(e) => log::warn!("cannot reach the manager at {manager} to join: {e}"),
+            Err(e) => log::warn!("cannot reach the manager at {manager} to enroll: {e}"),
         }
         actix::clock::sleep(backoff.next_wait()).await;
     }

@@ -55,7 +55,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"cube\""));
+        }
+        response.json(ErrorBody {
             status: self.status.as_u16(),
             message: self.message.clone(),
         })

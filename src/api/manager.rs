@@ -11,7 +11,8 @@
 //! | `GET /tasks/{id}/logs?tail=N` | the last N lines of the task's output, from its node |
 //! | `GET /tasks/{id}/history` | the task's last state changes (since the manager started), oldest first |
 //! | `GET /nodes` | every node: address, status, capacity, reserved, live metrics, task count |
-//! | `POST /nodes` | `{"Address": "http://host:port"}`: connect to that worker and add it |
+//! | `GET /nodes/{name}` | one node |
+//! | `POST /nodes` | a worker enrolls (join token): `{"Name", "Address", "NodeKey", "Replace", "Protocol"}`; 201 with its credential |
 //! | `POST /nodes/{name}/drain` | no new tasks there; its tasks are placed elsewhere, its copies stopped |
 //! | `DELETE /nodes/{name}` | drains the node, then removes it from the cluster |
 //! | `GET /health` | 200 while the manager runs |
@@ -23,17 +24,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::Addr;
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
 use cube_actors::manager::{
-    ConnectWorker, GetOne, History, ListNodes, ListTasks, Logs, Manager, Prune, Purge, RetireNode,
-    Stop, Submit, TaskFilter,
+    Enroll, GetOne, History, ListNodes, ListTasks, Logs, Manager, Prune, Purge, RetireNode, Stop,
+    Submit, TaskFilter,
 };
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
 
 use super::{
-    ApiError, DeleteParams, ErrorBody, LogsParams, NEXT_CURSOR, method_not_allowed, parse_task_id,
+    ApiError, DeleteParams, ErrorBody, LogsParams, NEXT_CURSOR, RouteEntry, log_text,
+    parse_task_id, register, route,
 };
 
 /// What the manager's handlers talk to.
@@ -47,44 +49,34 @@ pub struct ManagerState {
     pub max_in_flight: usize,
 }
 
+/// Every route of the manager: method, path, handler. The router is built from this list, and
+/// the tests enumerate it (see [`route_list`]).
+fn routes() -> Vec<RouteEntry> {
+    vec![
+        route(Method::POST, "/tasks/prune", prune),
+        route(Method::POST, "/tasks", submit),
+        route(Method::GET, "/tasks", list),
+        route(Method::GET, "/tasks/{id}", get),
+        route(Method::DELETE, "/tasks/{id}", stop),
+        route(Method::GET, "/tasks/{id}/logs", logs),
+        route(Method::GET, "/tasks/{id}/history", history),
+        route(Method::GET, "/nodes", nodes),
+        route(Method::POST, "/nodes", enroll),
+        route(Method::GET, "/nodes/{name}", node),
+        route(Method::DELETE, "/nodes/{name}", remove_node),
+        route(Method::POST, "/nodes/{name}/drain", drain_node),
+        route(Method::GET, "/health", health),
+    ]
+}
+
 /// Registers the manager routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/tasks/prune")
-            .route(web::post().to(prune))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/tasks")
-            .route(web::post().to(submit))
-            .route(web::get().to(list))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/tasks/{id}")
-            .route(web::get().to(get))
-            .route(web::delete().to(stop))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/tasks/{id}/logs", web::get().to(logs))
-    .route("/tasks/{id}/history", web::get().to(history))
-    .service(
-        web::resource("/nodes")
-            .route(web::get().to(nodes))
-            .route(web::post().to(join))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/nodes/{name}")
-            .route(web::delete().to(remove_node))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/nodes/{name}/drain")
-            .route(web::post().to(drain_node))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/health", web::get().to(health));
+    register(cfg, routes());
+}
+
+/// The method and path of every manager route.
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|(m, p, _)| (m, p)).collect()
 }
 
 async fn retire(
@@ -223,9 +215,7 @@ async fn logs(
             previous,
         })
         .await??;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(text))
+    Ok(log_text(text))
 }
 
 async fn history(
@@ -240,26 +230,61 @@ async fn nodes(state: web::Data<ManagerState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(state.manager.send(ListNodes).await?))
 }
 
-/// Body of `POST /nodes`.
+async fn node(
+    state: web::Data<ManagerState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    let node = state
+        .manager
+        .send(ListNodes)
+        .await?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or(cube_actors::manager::ManagerError::NodeNotFound(name))?;
+    Ok(HttpResponse::Ok().json(node))
+}
+
+/// Body of `POST /nodes`: a worker enrolling itself (`cube worker --manager`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Join {
+struct Enrolling {
+    /// The worker's name.
+    #[serde(rename = "Name")]
+    name: String,
     /// The worker's API address.
     #[serde(rename = "Address")]
     address: String,
+    /// Its identity key, made at its first start.
+    #[serde(rename = "NodeKey")]
+    node_key: String,
+    /// Take the name over from a node with another identity.
+    #[serde(rename = "Replace", default)]
+    replace: bool,
+    /// The worker protocol version it speaks.
+    #[serde(rename = "Protocol")]
+    protocol: u32,
 }
 
-async fn join(
+async fn enroll(
     state: web::Data<ManagerState>,
-    body: web::Json<Join>,
+    body: web::Json<Enrolling>,
 ) -> Result<HttpResponse, ApiError> {
-    let node = state
+    let body = body.into_inner();
+    let node_key = cube_actors::secret::Token::parse(&body.node_key)
+        .map_err(|e| ApiError::bad_request(format!("invalid NodeKey: {e}")))?;
+    let credential = state
         .manager
-        .send(ConnectWorker {
-            address: body.into_inner().address,
+        .send(Enroll {
+            name: body.name.clone(),
+            address: body.address,
+            node_key,
+            replace: body.replace,
+            protocol: body.protocol,
         })
         .await??;
-    Ok(HttpResponse::Created().json(node))
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "Name": body.name, "Credential": credential.expose() })))
 }
 
 async fn health() -> HttpResponse {

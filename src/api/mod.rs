@@ -4,11 +4,12 @@
 //! JSON body ([`ErrorBody`]); bodies over [`MAX_BODY`] are refused with 413.
 
 mod error;
+pub mod guard;
 pub mod manager;
 pub mod worker;
 
 use actix_web::error::JsonPayloadError;
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use cube_actors::runtime::LogQuery;
 use serde::Deserialize;
@@ -92,6 +93,66 @@ pub fn parse_task_id(raw: &str) -> Result<Uuid, ApiError> {
             "`{raw}` is not a task ID (a UUID such as 21b23589-5d2d-4731-b5c9-a97e9832d021)"
         ))
     })
+}
+
+/// The most bytes of output a logs answer carries: the last ones, when there are more.
+pub const MAX_LOG_BYTES: usize = 4 << 20;
+
+/// The header set on a logs answer cut to [`MAX_LOG_BYTES`].
+pub const LOGS_TRUNCATED: &str = "Cube-Logs-Truncated";
+
+/// A logs answer: the text, cut to its last [`MAX_LOG_BYTES`] bytes (at a line start when there
+/// is one, else at a character boundary), with [`LOGS_TRUNCATED`] set when cut.
+pub fn log_text(text: String) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.content_type("text/plain; charset=utf-8");
+    if text.len() <= MAX_LOG_BYTES {
+        return response.body(text);
+    }
+    let mut start = text.len() - MAX_LOG_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    if let Some(newline) = text[start..].find('\n') {
+        start += newline + 1;
+    }
+    response.insert_header((LOGS_TRUNCATED, "true"));
+    response.body(text[start..].to_string())
+}
+
+/// One route: its method, its path, and the handler behind them.
+pub type RouteEntry = (Method, &'static str, actix_web::Route);
+
+/// The route `method path` to `handler`.
+pub fn route<F, Args>(method: Method, path: &'static str, handler: F) -> RouteEntry
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    (method.clone(), path, web::method(method).to(handler))
+}
+
+/// Builds the router from a list of routes (method, path, handler): one resource per path, in
+/// the order first seen, answering 405 for the other methods.
+pub fn register(
+    cfg: &mut web::ServiceConfig,
+    routes: Vec<(Method, &'static str, actix_web::Route)>,
+) {
+    let mut paths: Vec<(&'static str, Vec<actix_web::Route>)> = Vec::new();
+    for (_, path, route) in routes {
+        match paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, list)) => list.push(route),
+            None => paths.push((path, vec![route])),
+        }
+    }
+    for (path, list) in paths {
+        let mut resource = web::resource(path);
+        for route in list {
+            resource = resource.route(route);
+        }
+        cfg.service(resource.default_service(web::to(method_not_allowed)));
+    }
 }
 
 /// The answer for a method a route does not have (`PUT /tasks`).

@@ -14,6 +14,7 @@
 //! | `GET /health` | 200 while the worker runs |
 
 use actix::Addr;
+use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use cube_actors::task::{Desired, TaskEvent};
 use std::time::Duration;
@@ -26,7 +27,9 @@ use cube_actors::worker::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ApiError, DeleteParams, LogsParams, method_not_allowed, parse_task_id};
+use super::{
+    ApiError, DeleteParams, LogsParams, RouteEntry, log_text, parse_task_id, register, route,
+};
 
 /// The longest a sync may wait for a change.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(60);
@@ -40,25 +43,30 @@ pub struct WorkerState {
     pub name: String,
 }
 
+/// Every route of the worker: method, path, handler. The router is built from this list, and
+/// the tests enumerate it (see [`route_list`]).
+fn routes() -> Vec<RouteEntry> {
+    vec![
+        route(Method::POST, "/tasks", submit),
+        route(Method::GET, "/tasks", list),
+        route(Method::GET, "/tasks/{id}", get),
+        route(Method::DELETE, "/tasks/{id}", stop),
+        route(Method::GET, "/tasks/{id}/logs", logs),
+        route(Method::GET, "/sync", sync),
+        route(Method::GET, "/stats", stats),
+        route(Method::GET, "/node", node),
+        route(Method::GET, "/health", health),
+    ]
+}
+
 /// Registers the worker routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/tasks")
-            .route(web::post().to(submit))
-            .route(web::get().to(list))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/tasks/{id}")
-            .route(web::get().to(get))
-            .route(web::delete().to(stop))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/tasks/{id}/logs", web::get().to(logs))
-    .route("/sync", web::get().to(sync))
-    .route("/stats", web::get().to(stats))
-    .route("/node", web::get().to(node))
-    .route("/health", web::get().to(health));
+    register(cfg, routes());
+}
+
+/// The method and path of every worker route.
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|(m, p, _)| (m, p)).collect()
 }
 
 async fn submit(
@@ -154,9 +162,7 @@ async fn logs(
             previous,
         })
         .await??;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(text))
+    Ok(log_text(text))
 }
 
 async fn stats(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {

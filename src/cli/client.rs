@@ -15,21 +15,66 @@ pub const NEXT_CURSOR: &str = "Cube-Next-Cursor";
 /// How many tasks the CLI asks for at once.
 const PAGE: usize = 1000;
 
+/// The manager a command talks to when none is named.
+pub const DEFAULT_MANAGER: &str = "localhost:5555";
+
 /// Talks to one manager.
 pub struct ManagerClient {
     base: String,
     client: awc::Client,
+    /// The `Authorization` header, when there is a token.
+    bearer: Option<String>,
+}
+
+/// How a command reaches its manager: the address, token and CA it was given; what it was not
+/// given comes from the entry this machine's manager left for this user (see [`crate::access`]).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// `host:port`, `http://host:port` or `https://host:port`.
+    pub address: Option<String>,
+    /// The admin token.
+    pub token: Option<String>,
+    /// The CA certificate the manager's certificate must come from.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl ManagerClient {
-    /// A client for the manager at `address` (`host:port` or `http://host:port`).
+    /// A client for the manager at `address` (`host:port` or `http://host:port`), with no
+    /// token and no TLS settings.
     pub fn new(address: &str) -> ManagerClient {
         ManagerClient {
             base: http_base(address),
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .finish(),
+            client: cube_actors::tls::http_client(None, Some(Duration::from_secs(60))),
+            bearer: None,
         }
+    }
+
+    /// A client for `target`, completed from this user's entry for that address.
+    pub fn connect(target: &Target) -> anyhow::Result<ManagerClient> {
+        let address = target.address.as_deref().unwrap_or(DEFAULT_MANAGER);
+        let entry = crate::access::user_dir().and_then(|dir| crate::access::load(&dir, address));
+        let base = match &entry {
+            Some(entry) if !address.contains("://") => entry.address.clone(),
+            _ => http_base(address),
+        };
+        let token = match (&target.token, &entry) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(entry)) => Some(entry.token.clone()),
+            (None, None) => None,
+        };
+        let ca = target
+            .ca
+            .clone()
+            .or_else(|| entry.as_ref().and_then(|e| e.ca_cert.clone()));
+        let tls = match &ca {
+            Some(ca) => Some(cube_actors::tls::ClientTls::from_ca_file(ca)?),
+            None => None,
+        };
+        Ok(ManagerClient {
+            base,
+            client: cube_actors::tls::http_client(tls.as_ref(), Some(Duration::from_secs(60))),
+            bearer: token.map(|t| format!("Bearer {}", t.trim())),
+        })
     }
 
     /// The manager's address.
@@ -54,7 +99,10 @@ impl ManagerClient {
         body: Option<&Value>,
     ) -> anyhow::Result<(Vec<u8>, Option<String>)> {
         let url = format!("{}{path}", self.base);
-        let request = self.client.request(method, &url);
+        let mut request = self.client.request(method, &url);
+        if let Some(bearer) = &self.bearer {
+            request = request.insert_header((awc::http::header::AUTHORIZATION, bearer.as_str()));
+        }
         let sent = match body {
             Some(body) => request.send_json(body).await,
             None => request.send().await,
@@ -84,6 +132,18 @@ impl ManagerClient {
             .ok()
             .and_then(|v| v["Message"].as_str().map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        if response.status() == awc::http::StatusCode::UNAUTHORIZED {
+            let hint = if self.bearer.is_none() {
+                "no token for this manager here: run this as the user who started it on this machine, \
+                 or pass --token (or CUBE_TOKEN); `cube token` prints it where the manager runs"
+            } else {
+                "the token given is not this manager's (--token, CUBE_TOKEN)"
+            };
+            bail!(
+                "the manager at {} refused the call: {message}\n{hint}",
+                self.base
+            );
+        }
         bail!("{message}")
     }
 

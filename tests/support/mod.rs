@@ -17,6 +17,28 @@ use tokio::sync::OnceCell;
 /// The image the tests run: the workspace's echo program in a `FROM scratch` image.
 pub const ECHO_IMAGE: &str = "cube-test/echo:latest";
 
+/// The admin token of the tests' managers, and the token of their workers' own APIs: every
+/// helper here sends it ([`get`], [`post`], [`delete`], the `cube` commands of [`cube_command`]).
+pub const TEST_TOKEN: &str = "cube-test-token-0123456789abcdef";
+
+/// The join token of the tests' managers (workers started by [`cube_command`] enroll with it).
+pub const TEST_JOIN_TOKEN: &str = "cube-test-join-0123456789abcdef";
+
+/// The per-user directory of the tests' `cube` processes (never the real home directory).
+pub fn test_config_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cube-config")
+}
+
+/// A `cube` command with the tests' environment: their tokens and per-user directory.
+pub fn cube_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cube"));
+    cmd.env("CUBE_TOKEN", TEST_TOKEN)
+        .env("CUBE_WORKER_TOKEN", TEST_TOKEN)
+        .env("CUBE_JOIN_TOKEN", TEST_JOIN_TOKEN)
+        .env("CUBE_CONFIG_DIR", test_config_dir());
+    cmd
+}
+
 /// Whether Docker tests can run here. Fails instead of skipping when `CUBE_REQUIRE_DOCKER=1`.
 pub async fn docker_ready() -> bool {
     if cube_actors::runtime::docker_available().await {
@@ -116,6 +138,8 @@ pub fn worker_settings(runtime: RuntimeChoice, store: StoreChoice, dir: &Path) -
         stop_timeout_secs: 2,
         reconcile_interval_ms: 300,
         stats_interval_ms: 200,
+        token: TEST_TOKEN.into(),
+        join_token: TEST_JOIN_TOKEN.into(),
         ..WorkerSettings::default()
     }
 }
@@ -280,6 +304,7 @@ pub fn event(image: &str, extra: Value) -> Value {
 
 fn client() -> awc::Client {
     awc::Client::builder()
+        .bearer_auth(TEST_TOKEN)
         .timeout(Duration::from_secs(30))
         .finish()
 }
@@ -337,7 +362,7 @@ pub struct CubeProcess {
 impl CubeProcess {
     /// Runs `cube args...` with extra environment, and waits for its "listening on" line.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> CubeProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cube"));
+        let mut cmd = cube_command();
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -352,7 +377,7 @@ impl CubeProcess {
                 .next()
                 .expect("cube exited before saying where it listens")
                 .unwrap();
-            if let Some(at) = line.find("http://") {
+            if let Some(at) = line.find("http://").or_else(|| line.find("https://")) {
                 break line[at..].split_whitespace().next().unwrap().to_string();
             }
         };

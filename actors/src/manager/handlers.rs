@@ -10,12 +10,12 @@ use futures_util::future::join_all;
 use super::book::{BookError, TaskFilter, TaskPage};
 use super::{Manager, ManagerError};
 use crate::node::{LOCAL_ADDRESS, Node, NodeReport};
-use crate::remote_worker::{RemoteWorker, WorkerHandle, http_base};
+use crate::remote_worker::WorkerHandle;
 use crate::resources::Resources;
 use crate::runtime::LogQuery;
 use crate::scheduler::actor::{Release, Snapshot};
 use crate::task::{Desired, Task, TaskEvent, TaskId};
-use crate::worker::{GetNodeInfo, PROTOCOL_VERSION, StopTask, TaskLogs, Worker, WorkerError};
+use crate::worker::{StopTask, TaskLogs, Worker, WorkerError};
 
 /// Accepts a task event: run a new task (stored Pending before the answer, then placed at once)
 /// or stop one (`State: Completed`).
@@ -38,6 +38,20 @@ impl Handler<Submit> for Manager {
         let mut task = event.task.clone();
         if let Err(e) = task.normalize() {
             return Box::pin(fut::ready(Err(e.into())));
+        }
+        if !self.config.allow_privileged_ports
+            && let Some(port) = crate::scheduler::fixed_host_ports(&task)
+                .into_iter()
+                .find(|p| *p < 1024)
+        {
+            return Box::pin(fut::ready(Err(ManagerError::Invalid(
+                crate::task::InvalidTask {
+                    field: "PortBindings".into(),
+                    reason: format!(
+                        "host port {port} is below 1024, which this cluster does not allow (manager setting allow_privileged_ports)"
+                    ),
+                },
+            ))));
         }
         let change = match self.book.admit(task, Utc::now()) {
             Ok(change) => change,
@@ -341,50 +355,5 @@ impl Handler<AddLocalWorker> for Manager {
             joined_at: Utc::now(),
         };
         self.add_node(node, WorkerHandle::Local(msg.worker), ctx);
-    }
-}
-
-/// Connects to the worker at `address` (`http://host:port`): asks its name, capacity and
-/// protocol, and adds it as a node. Answers with the node, or why it was not added (unreachable,
-/// or a worker of another protocol version).
-#[derive(Message)]
-#[rtype(result = "Result<Node, ManagerError>")]
-pub struct ConnectWorker {
-    /// The worker's API address.
-    pub address: String,
-}
-
-/// Handler for [`ConnectWorker`].
-impl Handler<ConnectWorker> for Manager {
-    type Result = ResponseActFuture<Self, Result<Node, ManagerError>>;
-
-    fn handle(&mut self, msg: ConnectWorker, _: &mut Context<Self>) -> Self::Result {
-        let address = http_base(&msg.address);
-        let remote = RemoteWorker::new(address.clone(), self.config.remote.clone()).start();
-        let handle = WorkerHandle::Remote(remote);
-        let ask = handle.clone();
-        let fut = async move { ask.send(GetNodeInfo).await };
-        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
-            let info = res.map_err(|error| ManagerError::Worker {
-                node: address.clone(),
-                error,
-            })?;
-            if info.protocol != PROTOCOL_VERSION {
-                return Err(ManagerError::Conflict(format!(
-                    "worker {} at {address} speaks worker protocol version {}, this manager speaks version {PROTOCOL_VERSION}: run the same version of cube on both",
-                    info.name, info.protocol
-                )));
-            }
-            let node = Node {
-                name: info.name,
-                address,
-                role: "worker".into(),
-                capacity: info.capacity,
-                eligible: true,
-                joined_at: Utc::now(),
-            };
-            act.add_node(node.clone(), handle, ctx);
-            Ok(node)
-        }))
     }
 }

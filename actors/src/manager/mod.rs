@@ -16,6 +16,7 @@
 //! node's full resync does not list it.
 
 pub mod book;
+mod enroll;
 mod handlers;
 pub mod nodes;
 mod placement;
@@ -29,6 +30,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use book::{BookError, Change, Retention, TaskFilter, TaskPage, Transition};
+pub use enroll::{ConnectWorker, Enroll, Enrollment};
 pub use handlers::*;
 pub use retire::RetireNode;
 
@@ -116,6 +118,8 @@ pub struct ManagerConfig {
     pub prune_interval: Duration,
     /// How remote workers are called.
     pub remote: RemoteConfig,
+    /// Whether tasks may bind host ports below 1024.
+    pub allow_privileged_ports: bool,
 }
 
 impl Default for ManagerConfig {
@@ -130,6 +134,7 @@ impl Default for ManagerConfig {
             retention: Retention::default(),
             prune_interval: Duration::from_secs(5),
             remote: RemoteConfig::default(),
+            allow_privileged_ports: false,
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct Manager {
     /// While a sync reply is applied: the writes it starts, which must be durable before the
     /// node's cursor moves.
     collecting: Option<Vec<oneshot::Receiver<bool>>>,
+    /// The enrolled remote workers, by name.
+    enrollments: HashMap<String, Enrollment>,
 }
 
 impl Manager {
@@ -169,6 +176,12 @@ impl Manager {
     ) -> Result<Addr<Manager>, ManagerError> {
         let tasks: Vec<Task> = store.send(List::<Task>::all()).await??;
         let nodes: Vec<Node> = store.send(List::<Node>::all()).await??;
+        let enrollments: HashMap<String, Enrollment> = store
+            .send(List::<Enrollment>::all())
+            .await??
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
         let scheduler = SchedulerActor::new(config.algorithm).start();
         for task in tasks.iter().filter(|t| t.state().is_active()) {
             if let Some(node) = &task.node {
@@ -192,10 +205,15 @@ impl Manager {
                 to_forget: HashMap::new(),
                 collecting: None,
                 stale_copies: HashMap::new(),
+                enrollments,
             };
             for node in nodes.into_iter().filter(|n| n.address != LOCAL_ADDRESS) {
+                let credential = manager
+                    .enrollments
+                    .get(&node.name)
+                    .map(|e| e.credential.clone());
                 let handle = WorkerHandle::Remote(
-                    RemoteWorker::new(node.address.clone(), remote.clone()).start(),
+                    RemoteWorker::new(node.address.clone(), remote.clone(), credential).start(),
                 );
                 manager.insert_node(node, handle);
             }

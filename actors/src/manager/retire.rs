@@ -77,8 +77,13 @@ impl Handler<RetireNode> for Manager {
             self.handles.remove(&name);
             self.scheduler
                 .do_send(crate::scheduler::actor::RemoveNode(name.clone()));
-            let delete = store.send(crate::store::Delete::<Node>::new(&name));
-            Either::Left(delete)
+            // A removed node's name is free again: its enrollment goes too.
+            self.enrollments.remove(&name);
+            let delete = crate::store::Batch(vec![
+                crate::store::Op::delete::<Node>(name.clone()),
+                crate::store::Op::delete::<super::Enrollment>(name.clone()),
+            ]);
+            Either::Left(store.send(delete))
         } else {
             self.publish_node(&name);
             Either::Right(store.send(crate::store::Put(node)))

@@ -29,7 +29,7 @@ pub(crate) struct LmdbBackend {
     env: Env,
     path: PathBuf,
     meta: Db,
-    tables: [Db; 3],
+    tables: [Db; 4],
 }
 
 impl LmdbBackend {
@@ -72,7 +72,7 @@ impl LmdbBackend {
                 for table in Table::ALL {
                     tables.push(opener.create_database::<Str, Bytes>(wtxn, Some(table.name()))?);
                 }
-                let tables: [_; 3] = tables.try_into().expect("three tables");
+                let tables: [_; 4] = tables.try_into().expect("one database per table");
                 Ok(CommitOrAbort::<_, ()>::Commit((meta, tables)))
             })
             .map_err(|e| open_err(describe(e)))?
@@ -165,6 +165,7 @@ impl LmdbBackend {
             Table::Tasks => self.tables[0],
             Table::Events => self.tables[1],
             Table::Nodes => self.tables[2],
+            Table::Enrollments => self.tables[3],
             Table::Meta => self.meta,
         }
     }

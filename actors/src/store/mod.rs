@@ -91,13 +91,20 @@ pub enum Table {
     Events,
     /// Nodes, keyed by node name.
     Nodes,
+    /// The manager's enrolled workers (identity hash and call credential), keyed by node name.
+    Enrollments,
     /// Small facts about the store itself (format version, a worker's feed head and epoch).
     Meta,
 }
 
 impl Table {
     /// Every table of records (`Meta` is apart: it also holds the format version).
-    pub const ALL: [Table; 3] = [Table::Tasks, Table::Events, Table::Nodes];
+    pub const ALL: [Table; 4] = [
+        Table::Tasks,
+        Table::Events,
+        Table::Nodes,
+        Table::Enrollments,
+    ];
 
     /// The table's name (the LMDB database name).
     pub fn name(self) -> &'static str {
@@ -105,6 +112,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::Events => "events",
             Table::Nodes => "nodes",
+            Table::Enrollments => "enrollments",
             Table::Meta => "meta",
         }
     }
