@@ -108,6 +108,14 @@ impl ManagerClient {
             None => request.send().await,
         };
         let mut response = sent.map_err(|e| {
+            if e.to_string().contains("certificate") {
+                return anyhow!(
+                    "the manager at {} did not prove who it is ({e})\n\
+                     Give the cluster's CA certificate with --ca (or CUBE_CA), and call the manager \
+                     by a name or address its certificate names",
+                    self.base
+                );
+            }
             anyhow!(
                 "cannot reach the manager at {} ({e})\n\
                  Start one with `cube up` (all-in-one) or `cube manager`, or point to a running one \
