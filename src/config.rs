@@ -397,6 +397,12 @@ mod tests {
 
     /// The shipped worker config parses and says what the defaults say.
     #[test]
+    fn a_standalone_worker_publishes_task_ports_on_loopback_by_default() {
+        assert_eq!(WorkerSettings::default().publish_ip, "127.0.0.1");
+        assert_eq!(ClusterSettings::default().publish_ip, "127.0.0.1");
+    }
+
+    #[test]
     fn shipped_worker_config_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/worker.toml");
         let settings: WorkerSettings = load(Some(&path)).unwrap();

@@ -185,7 +185,6 @@ async fn hostile_requests_get_clear_refusals_and_change_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x00c0_ffee_u64);
-    println!("hostile corpus seed {seed} (replay with CUBE_HOSTILE_SEED={seed})");
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let mut up = CubeProcess::spawn(
@@ -348,17 +347,18 @@ async fn hostile_requests_get_clear_refusals_and_change_nothing() {
         "the worker process died"
     );
     let total: usize = counts.values().sum();
-    println!(
-        "hostile corpus: {total} requests over {} routes",
+    let mut figures = format!(
+        "hostile corpus (seed {seed}): {total} requests over {} routes of a manager and a worker, half with a valid token; no 500, no panic, no store changed by a refusal\n",
         per_route.len()
     );
     for (route, n) in &per_route {
         assert!(*n >= 100, "{route}: {n} cases");
-        println!("  {n:>4}  {route}");
+        figures.push_str(&format!("  {n:>4}  {route}\n"));
     }
     for (status, n) in &counts {
-        println!("  {n:>4} answered {status}");
+        figures.push_str(&format!("  {n:>4}  answered {status}\n"));
     }
+    report("hostile", &figures);
     up.kill();
     worker.kill();
 }
@@ -469,11 +469,14 @@ async fn a_bounded_load_gets_only_backpressure_and_stores_each_task_once() {
         assert_eq!(seen.get(id.as_str()), Some(&1), "task {id} answered 201");
     }
     assert_eq!(listed.len(), accepted.len(), "tasks stored = 201 answers");
-    println!(
-        "load: {CLIENTS} clients for {run_for:?}: {} submissions accepted ({:.0}/s), {} refused with 429, {} reads, 0 other errors",
-        accepted.len(),
-        accepted.len() as f64 / run_for.as_secs_f64(),
-        busy.load(Ordering::Relaxed),
-        reads.load(Ordering::Relaxed),
+    report(
+        "load",
+        &format!(
+            "load: {CLIENTS} clients for {run_for:?} against cube up (sim, 3 nodes, max_in_flight 8): {} submissions accepted ({:.0}/s) and each stored once, {} refused with 429 + Retry-After, {} reads, 0 other errors",
+            accepted.len(),
+            accepted.len() as f64 / run_for.as_secs_f64(),
+            busy.load(Ordering::Relaxed),
+            reads.load(Ordering::Relaxed),
+        ),
     );
 }

@@ -134,7 +134,8 @@ async fn browsers_cannot_be_used_against_the_api() {
     let bearer = format!("Bearer {TEST_TOKEN}");
     let auth = ("Authorization", bearer.as_str());
     let json_type = ("Content-Type", "application/json");
-    let cases: [(&str, Vec<(&str, &str)>, u16); 5] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case; 5] = [
         (
             "text/plain",
             vec![auth, ("Content-Type", "text/plain")],
@@ -562,4 +563,54 @@ async fn enroll_over_tls(manager: &str, ca: &str, claim: &Value) -> (u16, Value)
         .unwrap();
     let body = response.json().await.unwrap_or(Value::Null);
     (response.status().as_u16(), body)
+}
+
+/// The manager follows no redirect when it checks an enrolling worker, and never passes on the
+/// body of an answer that is not a Cube worker's: a fake worker that redirects to a real one is
+/// refused, and one answering a page of its own does not get it echoed.
+#[actix_rt::test]
+async fn the_manager_follows_no_redirect_and_echoes_no_remote_body() {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let dir = tempfile::tempdir().unwrap();
+    let node = manager(dir.path(), |_| {}).await;
+    actix_rt::spawn(node.server);
+    let base = format!("http://{}", node.addr);
+    let real = TestWorker::start(RuntimeChoice::Sim).await;
+    let real_health = format!("{}/health", real.base);
+    let fake = HttpServer::new(move || {
+        let target = real_health.clone();
+        App::new()
+            .route(
+                "/redirect/health",
+                web::get().to(move || {
+                    let target = target.clone();
+                    async move {
+                        HttpResponse::TemporaryRedirect()
+                            .insert_header(("Location", target))
+                            .finish()
+                    }
+                }),
+            )
+            .route(
+                "/page/health",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().body("<html>SECRET-INTERNAL-PAGE</html>") }),
+            )
+    })
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let fake_addr = fake.addrs()[0];
+    actix_rt::spawn(fake.workers(1).run());
+    for path in ["redirect", "page"] {
+        let claim = json!({
+            "Name": real.name,
+            "Address": format!("http://{fake_addr}/{path}"),
+            "NodeKey": "cube-node-0123456789abcdef",
+            "Protocol": 2,
+        });
+        let (status, body) = post(&format!("{base}/nodes"), &claim).await;
+        assert_eq!(status, 502, "{path}: {body}");
+        assert!(!body.to_string().contains("SECRET"), "{path}: {body}");
+    }
+    assert_eq!(get(&format!("{base}/nodes")).await.1, json!([]));
 }

@@ -300,9 +300,11 @@ mod tests {
     use super::*;
 
     async fn state(in_flight: usize, max: usize) -> ManagerState {
-        let manager = Manager::start(ManagerConfig::default(), Store::memory())
-            .await
-            .unwrap();
+        state_with(in_flight, max, ManagerConfig::default()).await
+    }
+
+    async fn state_with(in_flight: usize, max: usize, config: ManagerConfig) -> ManagerState {
+        let manager = Manager::start(config, Store::memory()).await.unwrap();
         ManagerState {
             manager,
             in_flight: Arc::new(AtomicUsize::new(in_flight)),
@@ -350,6 +352,29 @@ mod tests {
 
         let app = test::init_service(manager_app(state(3, 4).await)).await;
         let resp = test::call_service(&app, submission().to_request()).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+
+    /// A task binding a host port below 1024 is refused with 400 naming the setting, unless the
+    /// cluster allows it.
+    #[actix_rt::test]
+    async fn privileged_host_ports_need_the_clusters_permission() {
+        let low = serde_json::json!({"State": 2, "Task": {"Image": "x", "PortBindings": {"80/tcp": "80"}}});
+        let app = test::init_service(manager_app(state(0, 4).await)).await;
+        let request = test::TestRequest::post().uri("/tasks").set_json(&low);
+        let resp = test::call_service(&app, request.to_request()).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = test::read_body_json(resp).await;
+        let message = body["Message"].as_str().unwrap();
+        assert!(message.contains("allow_privileged_ports"), "{message}");
+
+        let allowed = ManagerConfig {
+            allow_privileged_ports: true,
+            ..ManagerConfig::default()
+        };
+        let app = test::init_service(manager_app(state_with(0, 4, allowed).await)).await;
+        let request = test::TestRequest::post().uri("/tasks").set_json(&low);
+        let resp = test::call_service(&app, request.to_request()).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
 }

@@ -171,3 +171,25 @@ pub async fn no_route(req: HttpRequest) -> HttpResponse {
         req.path()
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log answer over the cap keeps its last bytes, from a line start, and says it was cut.
+    #[actix_rt::test]
+    async fn log_answers_are_capped_to_their_last_bytes() {
+        let line = "0123456789abcdef\n";
+        let text = line.repeat(MAX_LOG_BYTES / line.len() + 1000);
+        let resp = log_text(text.clone());
+        assert_eq!(resp.headers().get(LOGS_TRUNCATED).unwrap(), "true");
+        let body = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
+        assert!(body.len() <= MAX_LOG_BYTES);
+        assert!(
+            body.starts_with(line.as_bytes())
+                && text.ends_with(std::str::from_utf8(&body).unwrap())
+        );
+        let small = log_text("short\n".into());
+        assert!(small.headers().get(LOGS_TRUNCATED).is_none());
+    }
+}

@@ -29,6 +29,15 @@ pub fn test_config_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("cube-config")
 }
 
+/// Prints a test's figures and keeps them in `target/tmp/figures/<name>.txt`, which `.ci/run`
+/// shows after the tests (cargo hides what passing tests print).
+pub fn report(name: &str, text: &str) {
+    println!("{text}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.txt")), text);
+}
+
 /// A `cube` command with the tests' environment: their tokens and per-user directory.
 pub fn cube_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cube"));
