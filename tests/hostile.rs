@@ -75,7 +75,7 @@ fn query(rng: &mut Rng) -> &'static str {
         "?placement=-3",
         "?%zz=1",
     ];
-    *rng.pick(&QUERIES)
+    QUERIES[rng.below(QUERIES.len())]
 }
 
 /// A body: wrong types, huge numbers, deep nesting, unicode, truncated JSON, unknown fields,
@@ -94,7 +94,7 @@ fn body(rng: &mut Rng) -> Vec<u8> {
         5 => json!({"State": 2, "Task": {"Image": "\u{202e}🙂\u{0000}", "Name": "é\u{200b}"}})
             .to_string()
             .into_bytes(),
-        6 => task[..cut].as_bytes().to_vec(),
+        6 => task.as_bytes()[..cut].to_vec(),
         7 => json!({"State": 2, "Task": {"Image": "x"}, "Evil": true})
             .to_string()
             .into_bytes(),
