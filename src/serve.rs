@@ -10,7 +10,7 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
 use cube_actors::manager::{AddLocalWorker, Manager, ManagerConfig, Retention};
 use cube_actors::metrics::{MetricsCollector, machine_capacity};
-use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, join_manager};
+use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, is_loopback, join_manager};
 use cube_actors::resources::Resources;
 use cube_actors::secret::{Access, Keys, Token, TokenHash, read_or_create, write_private};
 use cube_actors::store::{Store, StoreKind};
@@ -102,7 +102,7 @@ fn bind(listen: &str, tls: bool, allow_insecure: bool, what: &str) -> anyhow::Re
 fn base_url(addr: SocketAddr, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_unspecified() {
-        format!("{scheme}://localhost:{}", addr.port())
+        format!("{scheme}://127.0.0.1:{}", addr.port())
     } else {
         format!("{scheme}://{addr}")
     }
@@ -339,11 +339,30 @@ fn join_request(
         .user_config_dir
         .as_deref()
         .and_then(|dir| crate::access::load(dir, &settings.manager));
-    // `--manager localhost:5555` reaches this machine's manager as it serves (HTTP or HTTPS).
+    let ca = if settings.tls_ca.as_os_str().is_empty() {
+        local
+            .as_ref()
+            .and_then(|e| e.ca_cert.clone())
+            .unwrap_or_default()
+    } else {
+        settings.tls_ca.clone()
+    };
+    // `--manager localhost:5555` reaches this machine's manager as it serves (HTTP or HTTPS);
+    // with a CA, an address without a scheme is HTTPS.
     let manager = match &local {
         Some(entry) if !settings.manager.contains("://") => entry.address.clone(),
+        _ if !settings.manager.contains("://") && !ca.as_os_str().is_empty() => {
+            format!("https://{}", settings.manager.trim_end_matches('/'))
+        }
         _ => http_base(&settings.manager),
     };
+    if manager.starts_with("http://") && !is_loopback(&manager) && !settings.allow_insecure_bind {
+        anyhow::bail!(
+            "{what}: refusing to enroll with {manager} over plain HTTP: the join token and this \
+             node's identity would cross the network in the clear. Use https:// with --tls-ca \
+             (README, \"Distributed mode\"), or pass --allow-insecure-bind to do it anyway."
+        );
+    }
     let join_token = if !settings.join_token.is_empty() {
         Token::parse(&settings.join_token).with_context(|| format!("{what}: the join token"))?
     } else if let Some(token) = local.as_ref().and_then(|e| e.join_token.as_deref()) {
@@ -353,11 +372,6 @@ fn join_request(
             "{what}: enrolling with the manager at {manager} needs the cluster's join token: pass \
              --join-token (or CUBE_JOIN_TOKEN); `cube token --join` prints it on the manager's machine"
         );
-    };
-    let ca = if settings.tls_ca.as_os_str().is_empty() {
-        local.and_then(|e| e.ca_cert).unwrap_or_default()
-    } else {
-        settings.tls_ca.clone()
     };
     let node_key = server_token("", durable.map(|d| d.join("node.key")), "node", &what)?;
     Ok(JoinRequest {
@@ -436,6 +450,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
             ..RemoteConfig::default()
         },
         allow_privileged_ports: settings.allow_privileged_ports,
+        allow_insecure_http: settings.allow_insecure_bind,
         ..ManagerConfig::default()
     };
     let manager = Manager::start(config, store.clone())

@@ -614,3 +614,56 @@ async fn the_manager_follows_no_redirect_and_echoes_no_remote_body() {
     }
     assert_eq!(get(&format!("{base}/nodes")).await.1, json!([]));
 }
+
+/// A worker refuses to enroll with a manager on another machine over plain HTTP (the join token
+/// and its identity would cross the network in the clear), unless forced.
+#[actix_rt::test]
+async fn a_worker_does_not_enroll_over_plain_http_across_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = worker_settings(RuntimeChoice::Sim, StoreChoice::Memory, dir.path());
+    settings.manager = "http://10.9.9.9:5555".into();
+    let refused = cube::serve::start_worker(&settings).await.err().unwrap();
+    assert!(format!("{refused:#}").contains("plain HTTP"), "{refused:#}");
+    settings.allow_insecure_bind = true;
+    assert!(cube::serve::start_worker(&settings).await.is_ok());
+}
+
+/// A drained node that enrolls again (its worker restarted) stays drained: a worker does not
+/// undo what the admin decided.
+#[actix_rt::test]
+async fn a_drained_node_stays_drained_when_it_enrolls_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = manager(dir.path(), |_| {}).await;
+    actix_rt::spawn(node.server);
+    let base = format!("http://{}", node.addr);
+    let data = dir.path().join("w");
+    let args = [
+        "worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "drained",
+        "--runtime",
+        "sim",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--manager",
+        &base,
+    ];
+    let mut first = CubeProcess::spawn(&args, &[]);
+    wait_ready_nodes(&base, 1, SETTLE).await;
+    let (status, body) = post(&format!("{base}/nodes/drained/drain"), &Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    first.kill();
+    let second = CubeProcess::spawn(&args, &[]);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, node) = get(&format!("{base}/nodes/drained")).await;
+        if node["Address"] == second.base.as_str() && node["Status"] == "Ready" {
+            assert_eq!(node["Eligible"], false, "{node}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never enrolled again: {node}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -382,6 +382,21 @@ struct Enrolled {
     credential: Token,
 }
 
+/// Whether an address's host (`http://host:port`, `host:port`) is this machine's loopback.
+pub fn is_loopback(address: &str) -> bool {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Enrolls this worker with the manager (`POST /nodes` with the join token), until it says yes;
 /// waits double after each failure, up to 10 s. The credential the manager will call this
 /// worker with is handed to `enrolled`, which installs it.

@@ -177,15 +177,18 @@ impl Keys {
 
 /// Writes `contents` to `path` readable by its owner only (0600), replacing it atomically.
 pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A fresh name, created here (not an existing file or a symlink someone left).
+    let tmp = path.with_extension(format!("tmp-{}", Token::generate("f").expose()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(contents.as_bytes())?;

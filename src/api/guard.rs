@@ -71,6 +71,8 @@ fn check(req: &ServiceRequest) -> Result<(), ApiError> {
         Access::Join => req.method() == Method::POST && req.path() == "/nodes",
         Access::Metrics => req.method() == Method::GET && req.path() == "/metrics",
     };
+    // The handlers may ask what the caller may do (enrollment: `replace` of a live node).
+    req.extensions_mut().insert(access);
     if !allowed {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -268,8 +268,12 @@ struct Enrolling {
 
 async fn enroll(
     state: web::Data<ManagerState>,
+    req: actix_web::HttpRequest,
     body: web::Json<Enrolling>,
 ) -> Result<HttpResponse, ApiError> {
+    use actix_web::HttpMessage as _;
+    let admin = req.extensions().get::<cube_actors::secret::Access>()
+        == Some(&cube_actors::secret::Access::Full);
     let body = body.into_inner();
     let node_key = cube_actors::secret::Token::parse(&body.node_key)
         .map_err(|e| ApiError::bad_request(format!("invalid NodeKey: {e}")))?;
@@ -281,6 +285,7 @@ async fn enroll(
             node_key,
             replace: body.replace,
             protocol: body.protocol,
+            admin,
         })
         .await??;
     Ok(HttpResponse::Created()

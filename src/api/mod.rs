@@ -24,7 +24,14 @@ pub const MAX_BODY: usize = 1 << 20;
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(MAX_BODY)
-        .content_type_required(false)
+        // The guard already refuses other bodies; this also covers an HTTP/2 body that has no
+        // length to tell the guard it is there.
+        .content_type_required(true)
+        .content_type(|m| {
+            m.type_() == actix_web::mime::APPLICATION
+                && (m.subtype() == actix_web::mime::JSON
+                    || m.suffix() == Some(actix_web::mime::JSON))
+        })
         .error_handler(|err, _req| {
             let api = match &err {
                 JsonPayloadError::Overflow { limit }
@@ -35,6 +42,10 @@ pub fn json_config() -> web::JsonConfig {
                 JsonPayloadError::Deserialize(e) => {
                     ApiError::bad_request(format!("invalid JSON body: {e}"))
                 }
+                JsonPayloadError::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "request bodies must be JSON, sent with `Content-Type: application/json` (curl: --json)",
+                ),
                 other => ApiError::bad_request(format!("cannot read the request body: {other}")),
             };
             api.into()

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Manager, ManagerError};
 use crate::backoff::Backoff;
 use crate::node::{LOCAL_ADDRESS, Node};
-use crate::remote_worker::{RemoteWorker, WorkerHandle, http_base};
+use crate::remote_worker::{RemoteWorker, WorkerHandle, http_base, is_loopback};
 use crate::secret::{Token, TokenHash};
 use crate::store::{Put, Record, Table};
 use crate::task::InvalidTask;
@@ -59,6 +59,8 @@ pub struct Enroll {
     pub replace: bool,
     /// The worker protocol version it speaks.
     pub protocol: u32,
+    /// The request came with the admin token (which may replace a live node).
+    pub admin: bool,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ManagerError {
@@ -68,9 +70,33 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ManagerError {
     })
 }
 
-/// The checks that need no I/O: a sane name and address, the same protocol, and the identity of
-/// a name already enrolled (unless `replace`).
-fn admit(msg: &Enroll, known: Option<&Enrollment>, local: bool) -> Result<String, ManagerError> {
+/// Where the name being enrolled stands now.
+#[derive(Debug, Clone, Copy, Default)]
+struct Standing {
+    /// A node of the manager's own process has it.
+    local: bool,
+    /// An enrolled node has it and answers (Ready).
+    live: bool,
+}
+
+/// What the manager allows of enrollments.
+#[derive(Debug, Clone, Copy, Default)]
+struct Policy {
+    /// The request came with the admin token (not only the join token).
+    admin: bool,
+    /// Plain `http://` workers on other machines are allowed.
+    insecure_http: bool,
+}
+
+/// The checks that need no I/O: a sane name and address (HTTPS unless on this machine or
+/// allowed), the same protocol, and the identity of a name already enrolled: another one takes
+/// it only with `replace`, and with the join token only from a node that no longer answers.
+fn admit(
+    msg: &Enroll,
+    known: Option<&Enrollment>,
+    standing: Standing,
+    policy: Policy,
+) -> Result<String, ManagerError> {
     let name_ok = !msg.name.is_empty()
         && msg.name.len() <= 63
         && msg
@@ -93,13 +119,19 @@ fn admit(msg: &Enroll, known: Option<&Enrollment>, local: bool) -> Result<String
             "the worker's address is http://host:port or https://host:port",
         ));
     }
+    if address.starts_with("http://") && !is_loopback(&address) && !policy.insecure_http {
+        return Err(invalid(
+            "Address",
+            "a worker on another machine is reached over HTTPS (https://, `cube tls init`): the manager sends it tasks and their secrets",
+        ));
+    }
     if msg.protocol != PROTOCOL_VERSION {
         return Err(ManagerError::Conflict(format!(
             "worker {} speaks worker protocol version {}, this manager speaks version {PROTOCOL_VERSION}: run the same version of cube on both",
             msg.name, msg.protocol
         )));
     }
-    if local {
+    if standing.local {
         return Err(ManagerError::Conflict(format!(
             "node {} is a node of the manager's own process",
             msg.name
@@ -107,71 +139,110 @@ fn admit(msg: &Enroll, known: Option<&Enrollment>, local: bool) -> Result<String
     }
     if let Some(known) = known
         && !known.identity.matches(msg.node_key.expose())
-        && !msg.replace
     {
-        return Err(ManagerError::Conflict(format!(
-            "node {} is already enrolled with another identity (the key it made at its first start); if that node lost its data directory, start it again with --replace",
-            msg.name
-        )));
+        if !msg.replace {
+            return Err(ManagerError::Conflict(format!(
+                "node {} is already enrolled with another identity (the key it made at its first start); if that node lost its data directory, start it again with --replace",
+                msg.name
+            )));
+        }
+        if standing.live && !policy.admin {
+            return Err(ManagerError::Conflict(format!(
+                "node {} is Ready under its old identity: --replace takes the name of a node that no longer answers; stop the old one first (or replace it with the admin token)",
+                msg.name
+            )));
+        }
     }
     Ok(address)
 }
 
+impl Manager {
+    /// Where `name` stands in the node book.
+    fn standing(&self, name: &str) -> Standing {
+        let entry = self.nodes.get(name);
+        Standing {
+            local: entry.is_some_and(|e| e.node.address == LOCAL_ADDRESS),
+            live: entry.is_some_and(|e| e.status == crate::node::NodeStatus::Ready),
+        }
+    }
+}
+
 /// Handler for [`Enroll`]: checks, asks the worker's `/health` that it is there under that
-/// name, stores the enrollment, answers the credential, then connects to the worker.
+/// name, checks again (another enrollment of the name may have landed meanwhile) and takes the
+/// name in memory at once, stores the enrollment, answers the credential, then connects to the
+/// worker.
 impl Handler<Enroll> for Manager {
     type Result = ResponseActFuture<Self, Result<Token, ManagerError>>;
 
     fn handle(&mut self, msg: Enroll, _: &mut Context<Self>) -> Self::Result {
-        let local = self
-            .nodes
-            .get(&msg.name)
-            .is_some_and(|e| e.node.address == LOCAL_ADDRESS);
-        let address = match admit(&msg, self.enrollments.get(&msg.name), local) {
+        let policy = Policy {
+            admin: msg.admin,
+            insecure_http: self.config.allow_insecure_http,
+        };
+        let standing = self.standing(&msg.name);
+        let address = match admit(&msg, self.enrollments.get(&msg.name), standing, policy) {
             Ok(address) => address,
             Err(e) => return Box::pin(fut::ready(Err(e))),
-        };
-        let enrollment = Enrollment {
-            name: msg.name.clone(),
-            address: address.clone(),
-            identity: msg.node_key.hash(),
-            credential: Token::generate("call"),
-            enrolled_at: Utc::now(),
         };
         let client = crate::tls::http_client(
             self.config.remote.tls.as_ref(),
             Some(self.config.remote.timeout),
         );
-        let store = self.store.clone();
         let name = msg.name.clone();
-        let check = async move {
-            answers_as(&client, &address, &name).await?;
-            store.send(Put(enrollment.clone())).await??;
-            Ok::<_, ManagerError>(enrollment)
-        };
-        Box::pin(check.into_actor(self).map(move |res, act, ctx| {
-            let enrollment = res?;
-            // Another enrollment of the name may have landed meanwhile.
-            let local = act
-                .nodes
-                .get(&msg.name)
-                .is_some_and(|e| e.node.address == LOCAL_ADDRESS);
-            admit(&msg, act.enrollments.get(&msg.name), local)?;
-            let replaced = act
-                .enrollments
-                .get(&msg.name)
-                .is_some_and(|k| !k.identity.matches(msg.node_key.expose()));
-            if replaced {
+        let check = async move { answers_as(&client, &address, &name).await.map(|()| address) };
+        Box::pin(check.into_actor(self).then(move |res, act, _| {
+            let admitted = res.and_then(|address| {
+                let standing = act.standing(&msg.name);
+                admit(&msg, act.enrollments.get(&msg.name), standing, policy).map(|_| address)
+            });
+            let address = match admitted {
+                Ok(address) => address,
+                Err(e) => return Box::pin(fut::ready(Err(e))) as Self::Result,
+            };
+            let enrollment = Enrollment {
+                name: msg.name.clone(),
+                address,
+                identity: msg.node_key.hash(),
+                credential: Token::generate("call"),
+                enrolled_at: Utc::now(),
+            };
+            let previous = act.enrollments.insert(msg.name.clone(), enrollment.clone());
+            if previous
+                .as_ref()
+                .is_some_and(|p| !p.identity.matches(msg.node_key.expose()))
+            {
                 log::warn!(
                     "node {} enrolled with a new identity (--replace), at {}",
                     msg.name,
                     enrollment.address
                 );
             }
+            let store = act.store.clone();
             let credential = enrollment.credential.clone();
-            act.enrollments.insert(msg.name.clone(), enrollment);
-            act.connect_enrolled(msg.name, ctx);
-            Ok(credential)
+            let write = async move { store.send(Put(enrollment)).await };
+            Box::pin(write.into_actor(act).map(move |res, act, ctx| {
+                let name = msg.name;
+                match res.map_err(crate::store::StoreError::from).and_then(|r| r) {
+                    Ok(()) => {
+                        act.connect_enrolled(name, ctx);
+                        Ok(credential)
+                    }
+                    Err(e) => {
+                        // Not durable: as if it had not happened, unless overtaken.
+                        if act
+                            .enrollments
+                            .get(&name)
+                            .is_some_and(|e| e.credential == credential)
+                        {
+                            match previous {
+                                Some(previous) => act.enrollments.insert(name, previous),
+                                None => act.enrollments.remove(&name),
+                            };
+                        }
+                        Err(e.into())
+                    }
+                }
+            }))
         }))
     }
 }
@@ -256,13 +327,15 @@ impl Handler<ConnectWorker> for Manager {
                     msg.name
                 )));
             }
+            // A node that enrolls again keeps what the admin decided (drained stays drained).
+            let before = act.nodes.get(&msg.name).map(|e| &e.node);
             let node = Node {
                 name: info.name,
                 address,
                 role: "worker".into(),
                 capacity: info.capacity,
-                eligible: true,
-                joined_at: Utc::now(),
+                eligible: before.is_none_or(|n| n.eligible),
+                joined_at: before.map_or_else(Utc::now, |n| n.joined_at),
             };
             act.add_node(node.clone(), handle, ctx);
             Ok(node)
@@ -306,51 +379,108 @@ mod tests {
     fn enroll(name: &str, key: &Token, replace: bool) -> Enroll {
         Enroll {
             name: name.into(),
-            address: "http://10.0.0.7:5556".into(),
+            address: "https://10.0.0.7:5556".into(),
             node_key: key.clone(),
             replace,
             protocol: PROTOCOL_VERSION,
+            admin: false,
         }
     }
 
     fn known(key: &Token) -> Enrollment {
         Enrollment {
             name: "w1".into(),
-            address: "http://10.0.0.7:5556".into(),
+            address: "https://10.0.0.7:5556".into(),
             identity: key.hash(),
             credential: Token::generate("call"),
             enrolled_at: Utc::now(),
         }
     }
 
+    const DOWN: Standing = Standing {
+        local: false,
+        live: false,
+    };
+    const LIVE: Standing = Standing {
+        local: false,
+        live: true,
+    };
+    const JOIN: Policy = Policy {
+        admin: false,
+        insecure_http: false,
+    };
+
     #[test]
     fn a_name_is_kept_by_its_identity_unless_replaced() {
         let key = Token::generate("node");
         let other = Token::generate("node");
         let stored = known(&key);
-        assert!(admit(&enroll("w1", &key, false), Some(&stored), false).is_ok());
-        let refused = admit(&enroll("w1", &other, false), Some(&stored), false).unwrap_err();
+        assert!(admit(&enroll("w1", &key, false), Some(&stored), LIVE, JOIN).is_ok());
+        let refused = admit(&enroll("w1", &other, false), Some(&stored), DOWN, JOIN).unwrap_err();
         assert!(refused.to_string().contains("--replace"), "{refused}");
-        assert!(admit(&enroll("w1", &other, true), Some(&stored), false).is_ok());
-        assert!(admit(&enroll("w2", &other, false), None, false).is_ok());
+        assert!(admit(&enroll("w1", &other, true), Some(&stored), DOWN, JOIN).is_ok());
+        assert!(admit(&enroll("w2", &other, false), None, DOWN, JOIN).is_ok());
+    }
+
+    #[test]
+    fn the_join_token_replaces_only_a_node_that_no_longer_answers() {
+        let key = Token::generate("node");
+        let other = Token::generate("node");
+        let stored = known(&key);
+        let refused = admit(&enroll("w1", &other, true), Some(&stored), LIVE, JOIN).unwrap_err();
+        assert!(
+            refused.to_string().contains("no longer answers"),
+            "{refused}"
+        );
+        let admin = Policy {
+            admin: true,
+            ..JOIN
+        };
+        assert!(admit(&enroll("w1", &other, true), Some(&stored), LIVE, admin).is_ok());
+    }
+
+    #[test]
+    fn plain_http_is_for_this_machine_only_unless_allowed() {
+        let key = Token::generate("node");
+        let mut remote = enroll("w1", &key, false);
+        remote.address = "http://10.0.0.7:5556".into();
+        let refused = admit(&remote, None, DOWN, JOIN).unwrap_err();
+        assert!(refused.to_string().contains("HTTPS"), "{refused}");
+        let insecure = Policy {
+            insecure_http: true,
+            ..JOIN
+        };
+        assert!(admit(&remote, None, DOWN, insecure).is_ok());
+        for local in [
+            "http://127.0.0.1:5556",
+            "http://localhost:1",
+            "http://[::1]:2",
+        ] {
+            remote.address = local.into();
+            assert!(admit(&remote, None, DOWN, JOIN).is_ok(), "{local}");
+        }
     }
 
     #[test]
     fn odd_names_addresses_protocols_and_local_names_are_refused() {
         let key = Token::generate("node");
-        assert!(admit(&enroll("", &key, false), None, false).is_err());
-        assert!(admit(&enroll("a/b", &key, false), None, false).is_err());
+        assert!(admit(&enroll("", &key, false), None, DOWN, JOIN).is_err());
+        assert!(admit(&enroll("a/b", &key, false), None, DOWN, JOIN).is_err());
         let mut bad = enroll("w1", &key, false);
         bad.address = "ftp://x".into();
-        assert!(admit(&bad, None, false).is_err());
+        assert!(admit(&bad, None, DOWN, JOIN).is_err());
         let mut old = enroll("w1", &key, false);
         old.protocol = 1;
         assert!(
-            admit(&old, None, false)
+            admit(&old, None, DOWN, JOIN)
                 .unwrap_err()
                 .to_string()
                 .contains("version 1")
         );
-        assert!(admit(&enroll("node-1", &key, true), None, true).is_err());
+        let local = Standing {
+            local: true,
+            live: true,
+        };
+        assert!(admit(&enroll("node-1", &key, true), None, local, JOIN).is_err());
     }
 }

@@ -120,6 +120,8 @@ pub struct ManagerConfig {
     pub remote: RemoteConfig,
     /// Whether tasks may bind host ports below 1024.
     pub allow_privileged_ports: bool,
+    /// Whether workers on other machines may enroll with plain `http://` addresses.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for ManagerConfig {
@@ -135,6 +137,7 @@ impl Default for ManagerConfig {
             prune_interval: Duration::from_secs(5),
             remote: RemoteConfig::default(),
             allow_privileged_ports: false,
+            allow_insecure_http: false,
         }
     }
 }
