@@ -330,6 +330,8 @@ pub struct ClusterSettings {
     pub node_memory: Size,
     /// Disk each node offers; 0 means an equal share of the free space.
     pub node_disk: Size,
+    /// Largest size of the nodes' shared LMDB data file, in MiB (the file is sparse).
+    pub store_map_size_mib: usize,
 }
 
 impl Default for ClusterSettings {
@@ -356,6 +358,7 @@ impl Default for ClusterSettings {
             node_cpu: 0.0,
             node_memory: Size(0),
             node_disk: Size(0),
+            store_map_size_mib: 16 << 10,
         }
     }
 }

@@ -289,6 +289,20 @@ struct LogsArgs {
     previous: bool,
 }
 
+/// Runs a server in an actix system. A server that cannot start exits at once with its error:
+/// dropping a half-started system would run actors' start-up code without a runtime. Nothing is
+/// lost by not unwinding: every write that was answered is committed.
+fn serve(server: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let result = server.await;
+        if let Err(e) = &result {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        result
+    })
+}
+
 /// Runs a client command in an actix system.
 fn client_command<F, Fut>(target: &Target, f: F) -> anyhow::Result<()>
 where
@@ -436,7 +450,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let settings = args.settings()?;
-            actix_web::rt::System::new().block_on(async move {
+            serve(async move {
                 let node = cube::serve::start_worker(&settings).await?;
                 println!("cube worker {} listening on {}", node.name, node.url);
                 // SIGTERM or SIGINT: the HTTP server stops taking requests and finishes those
@@ -452,7 +466,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Manager(args) => {
             let settings = args.settings()?;
-            actix_web::rt::System::new().block_on(async move {
+            serve(async move {
                 let node = cube::serve::start_manager(&settings).await?;
                 println!("cube manager listening on {}", node.url);
                 println!("admin token: {} (`cube token` prints it)", node.token_place);
@@ -466,12 +480,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let settings = args.settings()?;
             let docker = settings.runtime == cube::config::RuntimeChoice::Docker;
             let (prefix, workers) = (settings.node_prefix.clone(), settings.workers);
-            let served = actix_web::rt::System::new().block_on(async move {
+            let served = serve(async move {
                 let cluster = cube::serve::start_cluster(&settings).await?;
                 println!(
-                    "cube cluster up: manager listening on {} with nodes {}",
+                    "cube cluster up: manager listening on {} with {}",
                     cluster.manager.url,
-                    cluster.nodes.join(", ")
+                    cube::serve::summarize_nodes(&cluster.nodes)
                 );
                 println!(
                     "admin token: {} (`cube token` prints it)",

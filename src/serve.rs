@@ -13,7 +13,7 @@ use cube_actors::metrics::{MetricsCollector, machine_capacity};
 use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, is_loopback, join_manager};
 use cube_actors::resources::Resources;
 use cube_actors::secret::{Access, Keys, Token, TokenHash, read_or_create, write_private};
-use cube_actors::store::{Store, StoreKind};
+use cube_actors::store::{SharedStore, Store, StoreKind};
 use cube_actors::tls::ClientTls;
 use cube_actors::worker::exit::RestartBudget;
 use cube_actors::worker::health::HealthSettings;
@@ -244,6 +244,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         ),
         stop_after_disconnect: (settings.stop_after_disconnect_ms > 0)
             .then(|| Duration::from_millis(settings.stop_after_disconnect_ms)),
+        in_process: false,
     };
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
@@ -576,48 +577,104 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
             engine: None,
         },
     };
-    // One metrics collector serves every node: they share the machine.
+    // One metrics collector serves every node: they share the machine. So does one store: a
+    // key prefix per node in one LMDB environment with one writer, so that a commit spans
+    // nodes and the threads and files stay the same whatever the number of nodes.
     let metrics = MetricsCollector::new(measured, Duration::from_secs(1)).start();
+    let nodes_dir = settings.data_dir.join("nodes");
+    let kind = match settings.store {
+        StoreChoice::Memory => StoreKind::Memory,
+        StoreChoice::Lmdb => StoreKind::Lmdb {
+            dir: nodes_dir.clone(),
+            map_size: settings.store_map_size_mib << 20,
+        },
+    };
+    let shared = SharedStore::open(&kind)
+        .with_context(|| format!("the nodes' store in {}", nodes_dir.display()))?;
+    let config = |name: &str| WorkerConfig {
+        name: name.to_string(),
+        stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
+        reconcile_interval: Duration::from_secs(2),
+        capacity,
+        restarts: restart_budget(
+            settings.max_restarts,
+            settings.restart_delay_ms,
+            settings.restart_window_ms,
+        ),
+        health: health_settings(
+            [
+                settings.health_interval_ms,
+                settings.health_timeout_ms,
+                settings.health_grace_ms,
+            ],
+            settings.health_failures,
+        ),
+        // In-process nodes share the manager's process: they cannot lose it.
+        stop_after_disconnect: None,
+        in_process: true,
+    };
+    // Nodes load their tasks a few at a time: with thousands of nodes, one after the other
+    // would take minutes, all at once would queue thousands of reads.
+    use futures_util::StreamExt as _;
+    let started: Vec<anyhow::Result<(String, Addr<Store>)>> =
+        futures_util::stream::iter(1..=settings.workers)
+            .map(|i| {
+                let name = format!("{}-{i}", settings.node_prefix);
+                let store = shared.node(&name);
+                let config = config(&name);
+                let (runtime, metrics) = (runtime.clone(), metrics.clone());
+                let manager = manager.manager.clone();
+                async move {
+                    let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
+                        .await
+                        .with_context(|| format!("{name}: cannot load its tasks"))?;
+                    manager.do_send(AddLocalWorker {
+                        name: name.clone(),
+                        worker,
+                        capacity,
+                    });
+                    Ok((name, store))
+                }
+            })
+            .buffered(32)
+            .collect()
+            .await;
     let mut nodes = Vec::new();
     let mut stores = Vec::new();
-    for i in 1..=settings.workers {
-        let name = format!("{}-{i}", settings.node_prefix);
-        let store = open_store(settings.store, &settings.data_dir.join(&name), 256, &name)?;
-        let config = WorkerConfig {
-            name: name.clone(),
-            stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
-            reconcile_interval: Duration::from_secs(2),
-            capacity,
-            restarts: restart_budget(
-                settings.max_restarts,
-                settings.restart_delay_ms,
-                settings.restart_window_ms,
-            ),
-            health: health_settings(
-                [
-                    settings.health_interval_ms,
-                    settings.health_timeout_ms,
-                    settings.health_grace_ms,
-                ],
-                settings.health_failures,
-            ),
-            // In-process nodes share the manager's process: they cannot lose it.
-            stop_after_disconnect: None,
-        };
-        stores.push(store.clone());
-        let worker = Worker::start(config, store, runtime.clone(), Some(metrics.clone()))
-            .await
-            .with_context(|| format!("{name}: cannot load its tasks"))?;
-        manager.manager.do_send(AddLocalWorker {
-            name: name.clone(),
-            worker,
-            capacity,
-        });
+    for node in started {
+        let (name, store) = node?;
         nodes.push(name);
+        stores.push(store);
     }
     Ok(Cluster {
         manager,
         nodes,
         stores,
     })
+}
+
+/// The nodes of a start-up line: each name for a few, the first and last of many.
+pub fn summarize_nodes(nodes: &[String]) -> String {
+    match nodes {
+        [] => "no nodes".into(),
+        [one] => format!("node {one}"),
+        few if few.len() <= 5 => format!("nodes {}", few.join(", ")),
+        [first, .., last] => format!("{} nodes, {first} to {last}", nodes.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_up_line_names_few_nodes_and_counts_many() {
+        let names = |n: usize| (1..=n).map(|i| format!("node-{i}")).collect::<Vec<_>>();
+        assert_eq!(summarize_nodes(&names(3)), "nodes node-1, node-2, node-3");
+        assert_eq!(summarize_nodes(&names(1)), "node node-1");
+        assert_eq!(
+            summarize_nodes(&names(10_000)),
+            "10000 nodes, node-1 to node-10000"
+        );
+    }
 }

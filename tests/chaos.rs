@@ -75,6 +75,7 @@ impl Cluster {
             },
             health: HealthSettings::default(),
             stop_after_disconnect: None,
+            in_process: true,
         };
         let (store, engine, metrics) = (
             node.store.clone(),

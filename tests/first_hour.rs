@@ -274,3 +274,27 @@ fn shares_of_the_machine_are_tidy_and_say_whose_load_they_show() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A cluster whose nodes cannot start (their store's place is taken by a file) exits with a
+/// clear error and status 1, not a panic.
+#[test]
+fn a_cluster_that_cannot_start_says_why_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nodes"), "not a directory").unwrap();
+    let out = support::cube_command()
+        .args([
+            "up",
+            "--runtime",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a directory"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

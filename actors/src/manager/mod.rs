@@ -335,7 +335,14 @@ impl Manager {
     /// Adds (or replaces) a node, stores it, starts following its feed and tries the waiting
     /// tasks on it.
     fn add_node(&mut self, node: Node, handle: WorkerHandle, ctx: &mut Context<Self>) {
-        log::info!(
+        // The nodes of this process are named in the start-up line; a node that joins is news.
+        let level = if node.address == LOCAL_ADDRESS {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "node {} joined at {} offering {} CPU, {} memory",
             node.name,
             node.address,
@@ -344,6 +351,10 @@ impl Manager {
         );
         let name = node.name.clone();
         self.insert_node(node, handle);
+        // Only the new node: the others are followed already (polling every node on each
+        // join would cost a cluster of n nodes n² calls as it starts).
+        self.poll(name.clone(), ctx);
+        self.sync(name.clone(), ctx);
         let stored = self.nodes.get(&name).map(|e| e.node.clone());
         self.book.clear_backoffs();
         let store = self.store.clone();
@@ -361,8 +372,6 @@ impl Manager {
             }
             .into_actor(self),
         );
-        self.poll_all(ctx);
-        self.sync_all(ctx);
         self.place_pending(ctx);
     }
 

@@ -127,7 +127,14 @@ impl Manager {
         }
         let writes = self.collecting.take().unwrap_or_default();
         if reply.full {
-            log::info!(
+            // Routine for a node with nothing on it (every node of a fresh `cube up`).
+            let level = if reply.tasks.is_empty() {
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            };
+            log::log!(
+                level,
                 "node {node}: full resync with {} tasks (store epoch {})",
                 reply.tasks.len(),
                 reply.epoch
@@ -170,7 +177,7 @@ impl Manager {
         }
     }
 
-    fn poll(&mut self, name: String, ctx: &mut Context<Self>) {
+    pub(super) fn poll(&mut self, name: String, ctx: &mut Context<Self>) {
         let (Some(entry), Some(handle)) = (self.nodes.get_mut(&name), self.handles.get(&name))
         else {
             return;

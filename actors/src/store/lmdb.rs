@@ -233,22 +233,40 @@ impl Backend for LmdbBackend {
         Ok(value.map(<[u8]>::to_vec))
     }
 
-    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn list(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rtxn = self.env.read_txn().map_err(|e| self.fail("read", e))?;
-        let iter = self
-            .db(table)
-            .iter(&rtxn)
-            .map_err(|e| self.fail("read", e))?;
-        iter.map(|item| {
+        // LMDB takes no empty key: the whole table is a plain iteration.
+        let pair = |item: heed::Result<(&str, &[u8])>| {
             item.map(|(k, v)| (k.to_string(), v.to_vec()))
                 .map_err(|e| self.fail("read", e))
-        })
-        .collect()
+        };
+        let db = self.db(table);
+        if prefix.is_empty() {
+            let iter = db.iter(&rtxn).map_err(|e| self.fail("read", e))?;
+            iter.map(pair).collect()
+        } else {
+            let iter = db
+                .prefix_iter(&rtxn, prefix)
+                .map_err(|e| self.fail("read", e))?;
+            iter.map(pair).collect()
+        }
     }
 
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
+    fn count(&self, table: Table, prefix: &str) -> Result<u64, StoreError> {
         let rtxn = self.env.read_txn().map_err(|e| self.fail("read", e))?;
-        self.db(table).len(&rtxn).map_err(|e| self.fail("read", e))
+        if prefix.is_empty() {
+            return self.db(table).len(&rtxn).map_err(|e| self.fail("read", e));
+        }
+        let iter = self
+            .db(table)
+            .prefix_iter(&rtxn, prefix)
+            .map_err(|e| self.fail("read", e))?;
+        let mut n = 0;
+        for item in iter {
+            item.map_err(|e| self.fail("read", e))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn wait_closed(&self) -> Box<dyn FnOnce() + Send> {

@@ -56,16 +56,27 @@ impl Backend for MemoryBackend {
         Ok(self.with(|t| t.get(&table).and_then(|m| m.get(key)).cloned()))
     }
 
-    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn list(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ok(self.with(|t| {
             t.get(&table)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .map(|m| {
+                    m.range(prefix.to_string()..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default()
         }))
     }
 
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
-        Ok(self.with(|t| t.get(&table).map_or(0, |m| m.len() as u64)))
+    fn count(&self, table: Table, prefix: &str) -> Result<u64, StoreError> {
+        Ok(self.with(|t| {
+            t.get(&table).map_or(0, |m| {
+                m.range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .count() as u64
+            })
+        }))
     }
 
     fn wait_closed(&self) -> Box<dyn FnOnce() + Send> {

@@ -56,8 +56,8 @@ impl<R: Record> Handler<Get<R>> for Store {
     type Result = ResponseFuture<Result<Option<R>, StoreError>>;
 
     fn handle(&mut self, msg: Get<R>, _: &mut Context<Self>) -> Self::Result {
-        self.read(move |backend| {
-            backend
+        self.read(move |scope| {
+            scope
                 .get(R::TABLE, &msg.key)?
                 .map(|bytes| decode(&msg.key, &bytes))
                 .transpose()
@@ -88,8 +88,8 @@ impl<R: Record> Handler<List<R>> for Store {
     type Result = ResponseFuture<Result<Vec<R>, StoreError>>;
 
     fn handle(&mut self, _: List<R>, _: &mut Context<Self>) -> Self::Result {
-        self.read(|backend| {
-            backend
+        self.read(|scope| {
+            scope
                 .list(R::TABLE)?
                 .into_iter()
                 .map(|(key, bytes)| decode(&key, &bytes))
@@ -115,7 +115,7 @@ impl<R: Record> Handler<Count<R>> for Store {
     type Result = ResponseFuture<Result<u64, StoreError>>;
 
     fn handle(&mut self, _: Count<R>, _: &mut Context<Self>) -> Self::Result {
-        self.read(|backend| backend.count(R::TABLE))
+        self.read(|scope| scope.count(R::TABLE))
     }
 }
 
@@ -160,7 +160,12 @@ impl Handler<Close> for Store {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
-        let wait = self.backend.wait_closed();
+        // One node's part of a shared store leaves the files to the others.
+        let wait = if self.prefix.is_empty() {
+            self.backend.wait_closed()
+        } else {
+            Box::new(|| {})
+        };
         ctx.stop();
         Box::pin(async move {
             let _ = tokio::task::spawn_blocking(wait).await;

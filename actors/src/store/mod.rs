@@ -188,10 +188,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn apply(&self, ops: &[WriteOp]) -> Result<(), StoreError>;
     /// The value under `key`.
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Every `(key, value)` of `table`, in key order.
-    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// The number of records in `table`.
-    fn count(&self, table: Table) -> Result<u64, StoreError>;
+    /// Every `(key, value)` of `table` whose key starts with `prefix`, in key order.
+    fn list(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The number of records in `table` whose key starts with `prefix`.
+    fn count(&self, table: Table, prefix: &str) -> Result<u64, StoreError>;
     /// Waits until the backend's files are closed (after the last handle is dropped).
     fn wait_closed(&self) -> Box<dyn FnOnce() + Send>;
 }
@@ -225,11 +225,24 @@ pub struct Store {
     writes: mpsc::UnboundedSender<PendingWrite>,
     /// How many commits the writer thread has made (each holding one or more writes).
     commits: Arc<AtomicU64>,
+    /// The start of every key of this store in the backend: empty for a store of its own,
+    /// `<node>/` for one node's part of a [`SharedStore`].
+    prefix: String,
 }
 
-impl Store {
-    /// Opens a store of `kind` and starts its actor. Must be called inside an actix system.
-    pub fn open(kind: &StoreKind) -> Result<Addr<Store>, StoreError> {
+/// One backend and one writer thread shared by many stores, each a key prefix of it: the nodes
+/// of one `cube up` (one LMDB environment, one commit for the writes of all of them, whatever
+/// their number).
+#[derive(Clone)]
+pub struct SharedStore {
+    backend: Arc<dyn Backend>,
+    writes: mpsc::UnboundedSender<PendingWrite>,
+    commits: Arc<AtomicU64>,
+}
+
+impl SharedStore {
+    /// Opens the backend of `kind` and starts its writer thread.
+    pub fn open(kind: &StoreKind) -> Result<SharedStore, StoreError> {
         let backend: Arc<dyn Backend> = match kind {
             StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
             StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
@@ -245,12 +258,34 @@ impl Store {
                 path: PathBuf::from("<writer thread>"),
                 reason: e.to_string(),
             })?;
-        Ok(Store {
+        Ok(SharedStore {
             backend,
             writes,
             commits,
+        })
+    }
+
+    /// The store of node `name`: its records under the key prefix `<name>/`. Must be called
+    /// inside an actix system.
+    pub fn node(&self, name: &str) -> Addr<Store> {
+        self.start(format!("{name}/"))
+    }
+
+    fn start(&self, prefix: String) -> Addr<Store> {
+        Store {
+            backend: Arc::clone(&self.backend),
+            writes: self.writes.clone(),
+            commits: Arc::clone(&self.commits),
+            prefix,
         }
-        .start())
+        .start()
+    }
+}
+
+impl Store {
+    /// Opens a store of `kind` and starts its actor. Must be called inside an actix system.
+    pub fn open(kind: &StoreKind) -> Result<Addr<Store>, StoreError> {
+        Ok(SharedStore::open(kind)?.start(String::new()))
     }
 
     /// Opens an in-memory store.
@@ -311,7 +346,16 @@ impl Actor for Store {
 impl Store {
     /// Queues `ops` for the next commit, all in that one (now, so writes keep the order they
     /// arrived in), and returns a future that waits for that commit.
-    fn write(&self, ops: Vec<WriteOp>) -> ResponseFuture<Result<(), StoreError>> {
+    fn write(&self, mut ops: Vec<WriteOp>) -> ResponseFuture<Result<(), StoreError>> {
+        if !self.prefix.is_empty() {
+            for op in &mut ops {
+                let key = match op {
+                    WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => key,
+                    WriteOp::DeletePrefix { prefix, .. } => prefix,
+                };
+                key.insert_str(0, &self.prefix);
+            }
+        }
         let (reply, done) = oneshot::channel();
         let queued = self.writes.send(PendingWrite { ops, reply }).is_ok();
         Box::pin(async move {
@@ -322,21 +366,56 @@ impl Store {
         })
     }
 
-    /// Runs a read on the blocking pool.
+    /// Runs a read on the blocking pool, within this store's keys.
     fn read<T, F>(&self, f: F) -> ResponseFuture<Result<T, StoreError>>
     where
         T: Send + 'static,
-        F: FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(Scope<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let backend = Arc::clone(&self.backend);
+        let prefix = self.prefix.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&*backend))
-                .await
-                .map_err(|e| StoreError::Backend {
-                    operation: "read",
-                    reason: e.to_string(),
-                })?
+            tokio::task::spawn_blocking(move || {
+                f(Scope {
+                    backend: &*backend,
+                    prefix: &prefix,
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Backend {
+                operation: "read",
+                reason: e.to_string(),
+            })?
         })
+    }
+}
+
+/// The backend as one store sees it: its keys, without their prefix.
+struct Scope<'a> {
+    backend: &'a dyn Backend,
+    prefix: &'a str,
+}
+
+impl Scope<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.prefix.is_empty() {
+            return self.backend.get(table, key);
+        }
+        self.backend.get(table, &format!("{}{key}", self.prefix))
+    }
+
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut items = self.backend.list(table, self.prefix)?;
+        if !self.prefix.is_empty() {
+            for (key, _) in &mut items {
+                key.drain(..self.prefix.len());
+            }
+        }
+        Ok(items)
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        self.backend.count(table, self.prefix)
     }
 }
 

@@ -281,3 +281,66 @@ async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_inta
     let again: Vec<Task> = store.send(List::all()).await.unwrap().unwrap();
     assert_eq!(again.len(), 3);
 }
+
+/// The nodes of a shared store each pass the basic suite on their own, see only their own
+/// records (a prefix deletion included), and share one commit stream.
+async fn shared_suite(kind: StoreKind) {
+    let shared = SharedStore::open(&kind).unwrap();
+    let (one, two) = (shared.node("node-1"), shared.node("node-10"));
+    basic_suite(one.clone()).await;
+    basic_suite(two.clone()).await;
+    let t = task(7);
+    one.send(Put(t.clone())).await.unwrap().unwrap();
+    one.send(Put(TaskEvent::run(t.clone())))
+        .await
+        .unwrap()
+        .unwrap();
+    two.send(Put(TaskEvent::run(t.clone())))
+        .await
+        .unwrap()
+        .unwrap();
+    let on_one = one.send(List::<Task>::all()).await.unwrap().unwrap();
+    let on_two = two.send(List::<Task>::all()).await.unwrap().unwrap();
+    assert_eq!(on_one.len(), on_two.len() + 1, "{on_one:?} / {on_two:?}");
+    assert_eq!(
+        one.send(Get::<Task>::new(t.key())).await.unwrap().unwrap(),
+        Some(t.clone())
+    );
+    assert_eq!(
+        two.send(Get::<Task>::new(t.key())).await.unwrap().unwrap(),
+        None
+    );
+    // Removing node-1's events of the task leaves node-10's.
+    let count = |store: &Addr<Store>| {
+        let store = store.clone();
+        async move {
+            store
+                .send(Count::<TaskEvent>::all())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let (before_one, before_two) = (count(&one).await, count(&two).await);
+    let ops = vec![Op::delete_prefix::<TaskEvent>(events_of(&t))];
+    one.send(Batch(ops)).await.unwrap().unwrap();
+    assert_eq!(count(&one).await, before_one - 1);
+    assert_eq!(count(&two).await, before_two);
+    let commits = one.send(CommitCount).await.unwrap();
+    assert_eq!(two.send(CommitCount).await.unwrap(), commits, "one writer");
+}
+
+#[actix_rt::test]
+async fn nodes_of_a_shared_memory_store_are_apart() {
+    shared_suite(StoreKind::Memory).await;
+}
+
+#[actix_rt::test]
+async fn nodes_of_a_shared_lmdb_store_are_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    shared_suite(StoreKind::Lmdb {
+        dir: dir.path().to_path_buf(),
+        map_size: 64 << 20,
+    })
+    .await;
+}

@@ -79,6 +79,9 @@ pub struct WorkerConfig {
     /// If set: once its manager has not synced for this long, the worker stops its tasks (for
     /// tasks that must never run twice, when the manager may place them elsewhere meanwhile).
     pub stop_after_disconnect: Option<Duration>,
+    /// One of the many nodes of a `cube up`: its start is routine (the start-up line counts
+    /// them), logged at debug unless it takes tasks back.
+    pub in_process: bool,
 }
 
 /// A long poll of the feed waiting for a durable change.
@@ -430,7 +433,14 @@ impl Actor for Worker {
             let every = (after / 4).max(Duration::from_millis(100));
             ctx.run_interval(every, move |act, ctx| act.stop_if_disconnected(after, ctx));
         }
-        log::info!(
+        // Routine for the nodes of a `cube up` with nothing to take back.
+        let level = if self.tasks.is_empty() && self.config.in_process {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "worker {} started with {} tasks on the {} runtime (store epoch {})",
             self.config.name,
             self.tasks.len(),
