@@ -1,0 +1,520 @@
+//! The load benchmark: an all-in-one cluster on the simulated runtime (1,000 nodes by default)
+//! in this process, driven over HTTP by clients of this process, once per store.
+//!
+//! For each store it measures, in this order and each for `--seconds`:
+//!
+//! 1. **The floor**: the same clients against `GET /health` of the same server: what the HTTP
+//!    edge and the machine allow, the baseline of every ratio.
+//! 2. **A closed loop**: each client submits book-shaped TaskEvents (fresh ID and name, no fixed
+//!    host port, exiting after `--task-seconds`) back to back. Reported: submissions/s and the
+//!    submit latency; submit→Running throughput and latency from the server's own timestamps
+//!    (`SubmitTime`, stamped by the manager, and `StartTime`, stamped by the node when Running),
+//!    read from `GET /tasks` afterwards (never by polling each task); 429s and errors; and that
+//!    the tasks stored are exactly the ones answered 201.
+//! 3. **An open loop** at a fixed rate (`--rate`, or half what the closed loop sustained), then at
+//!    twice the sustained rate: latency at a given load, and what overload does (429 with
+//!    Retry-After, or queueing).
+//! 4. With `--history N`: N finished tasks are added, and the closed loop runs again.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{BenchArgs, bench_token, client, quick_task, quick_task_after};
+use crate::config::{ClusterSettings, RuntimeChoice, StoreChoice};
+use crate::serve::start_cluster;
+
+/// What a phase of requests gave.
+#[derive(Default)]
+struct Outcome {
+    /// IDs of the tasks answered 201.
+    accepted: Vec<String>,
+    /// Latency of each 201 (or 200 for reads).
+    ok_latency: Vec<Duration>,
+    /// Latency of each 429.
+    refused_latency: Vec<Duration>,
+    /// 429s without Retry-After, other statuses, failed requests.
+    errors: Vec<String>,
+    /// How long the phase lasted.
+    elapsed: Duration,
+    /// When it ended (the server's clock is this machine's).
+    ended: Option<DateTime<Utc>>,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.ok_latency.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// A client for `connections` concurrent requests at most.
+fn pooled_client(connections: usize) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(connections.max(1)))
+        .bearer_auth(bench_token().expose())
+        .timeout(Duration::from_secs(60))
+        .finish()
+}
+
+/// Sends one request; records it in `outcome`.
+async fn request(client: &awc::Client, url: &str, body: Option<Value>, outcome: &RefCell<Outcome>) {
+    let id = body
+        .as_ref()
+        .and_then(|b| b["Task"]["ID"].as_str().map(String::from));
+    let start = Instant::now();
+    let sent = match &body {
+        Some(body) => client.post(url).send_json(body).await,
+        None => client.get(url).send().await,
+    };
+    let latency = start.elapsed();
+    let mut outcome = outcome.borrow_mut();
+    match sent {
+        Ok(r) if r.status().is_success() => {
+            outcome.ok_latency.push(latency);
+            if let Some(id) = id {
+                outcome.accepted.push(id);
+            }
+        }
+        Ok(r) if r.status().as_u16() == 429 => {
+            if r.headers().contains_key("retry-after") {
+                outcome.refused_latency.push(latency);
+            } else {
+                outcome.errors.push("429 without Retry-After".into());
+            }
+        }
+        Ok(r) => outcome
+            .errors
+            .push(format!("{url} answered {}", r.status())),
+        Err(e) => outcome.errors.push(format!("{url}: {e}")),
+    }
+}
+
+/// A task event for client `c`'s `i`th submission of phase `phase`.
+fn submission(args: &BenchArgs, phase: &str, c: usize, i: u64) -> Value {
+    let event = quick_task_after(&format!("{phase}-{c}-{i}"), args.task_seconds * 1000);
+    serde_json::to_value(event).expect("a task event encodes")
+}
+
+/// `connections` clients, each sending its next request as soon as the last one is answered,
+/// for `duration`. `body(c, i)` is client c's ith body, or None for a GET.
+async fn closed_loop(
+    url: &str,
+    connections: usize,
+    duration: Duration,
+    body: impl Fn(usize, u64) -> Option<Value>,
+) -> Outcome {
+    let outcome = Rc::new(RefCell::new(Outcome::default()));
+    let client = pooled_client(connections);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let clients = (0..connections).map(|c| {
+        let (client, outcome, body) = (client.clone(), outcome.clone(), &body);
+        async move {
+            let mut i = 0;
+            while Instant::now() < deadline {
+                i += 1;
+                request(&client, url, body(c, i), &outcome).await;
+                if outcome.borrow().refused_latency.len() % 64 == 63 {
+                    // Backed off: a 429 says to retry later.
+                    actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(clients).await;
+    let mut outcome = Rc::try_unwrap(outcome)
+        .ok()
+        .expect("clients done")
+        .into_inner();
+    outcome.elapsed = start.elapsed();
+    outcome.ended = Some(Utc::now());
+    outcome
+}
+
+/// Requests at a fixed `rate` for `duration`, each sent on time whether or not the earlier ones
+/// were answered (an open loop), then waits for the answers.
+async fn open_loop(
+    url: &str,
+    rate: f64,
+    duration: Duration,
+    phase: &str,
+    args: &BenchArgs,
+) -> Outcome {
+    let outcome = Rc::new(RefCell::new(Outcome::default()));
+    let client = pooled_client(4096);
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut in_flight = Vec::new();
+    while start.elapsed() < duration {
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            sent += 1;
+            let body = submission(args, phase, 0, sent);
+            let (client, outcome, url) = (client.clone(), outcome.clone(), url.to_string());
+            in_flight.push(actix_web::rt::spawn(async move {
+                request(&client, &url, Some(body), &outcome).await;
+            }));
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    let offered_for = start.elapsed();
+    for request in in_flight {
+        let _ = request.await;
+    }
+    let mut outcome = Rc::try_unwrap(outcome)
+        .ok()
+        .expect("requests done")
+        .into_inner();
+    outcome.elapsed = offered_for;
+    outcome.ended = Some(Utc::now());
+    outcome
+}
+
+/// Runs a load generator on a thread of its own (its own actix system), as an outside client
+/// would be: the cluster's actors keep this thread.
+async fn off_thread<F, Fut>(make: F) -> Outcome
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Outcome> + 'static,
+{
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cube-bench-client".into())
+        .spawn(move || {
+            let outcome = actix_web::rt::System::new().block_on(make());
+            let _ = done.send(outcome);
+        })
+        .expect("a client thread starts");
+    outcome.await.unwrap_or_default()
+}
+
+/// p50, p99 and p99.9 of `xs`, in milliseconds.
+fn percentiles(mut xs: Vec<Duration>) -> String {
+    if xs.is_empty() {
+        return "no samples".into();
+    }
+    xs.sort();
+    let at = |p: f64| {
+        let i = ((xs.len() as f64 * p).ceil() as usize).clamp(1, xs.len()) - 1;
+        xs[i].as_secs_f64() * 1000.0
+    };
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
+        at(0.50),
+        at(0.99),
+        at(0.999)
+    )
+}
+
+/// Every task of the cluster at `base`: ID to (name, SubmitTime, StartTime).
+type Times = HashMap<String, (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>;
+
+async fn task_times(base: &str) -> anyhow::Result<Times> {
+    let client = client(Duration::from_secs(300));
+    let mut times = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/tasks?limit=5000");
+        if let Some(after) = &after {
+            url.push_str(&format!("&after={after}"));
+        }
+        let mut r = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("listing tasks: {e}"))?;
+        let next = r
+            .headers()
+            .get("Cube-Next-Cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let page: Vec<Value> = r.json().limit(1 << 30).await.context("a page of tasks")?;
+        for t in page {
+            let time = |k: &str| t[k].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok());
+            let id = t["ID"].as_str().unwrap_or_default().to_string();
+            let name = t["Name"].as_str().unwrap_or_default().to_string();
+            times.insert(id, (name, time("SubmitTime"), time("StartTime")));
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => return Ok(times),
+        }
+    }
+}
+
+/// Submit→Running of the tasks `outcome` got accepted: waits (up to 60 s) until each has
+/// started, then gives the throughput during the phase and the latencies. Checks that the tasks
+/// stored under the phase's names are exactly the accepted ones.
+async fn running(
+    base: &str,
+    phase: &str,
+    outcome: &Outcome,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let times = loop {
+        let times = task_times(base).await?;
+        let started = outcome
+            .accepted
+            .iter()
+            .filter(|id| times.get(*id).is_some_and(|t| t.2.is_some()))
+            .count();
+        if started == outcome.accepted.len() || Instant::now() > deadline {
+            break times;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    };
+    let stored = times
+        .values()
+        .filter(|(name, ..)| name.starts_with(&format!("{phase}-")))
+        .count();
+    if stored != outcome.accepted.len() {
+        bail!(
+            "{phase}: {} submissions answered 201 but {stored} such tasks are stored",
+            outcome.accepted.len()
+        );
+    }
+    let ended = outcome.ended.expect("a finished phase");
+    let mut latencies = Vec::new();
+    let mut in_phase = 0;
+    for id in &outcome.accepted {
+        let (_, submitted, started) = &times[id];
+        let (Some(submitted), Some(started)) = (submitted, started) else {
+            bail!("{phase}: task {id} never started");
+        };
+        latencies.push((*started - *submitted).to_std().unwrap_or_default());
+        if *started <= ended {
+            in_phase += 1;
+        }
+    }
+    Ok((in_phase as f64 / outcome.elapsed.as_secs_f64(), latencies))
+}
+
+/// An all-in-one cluster on the simulated runtime that keeps every finished task; its URL, once
+/// every node is Ready.
+async fn cluster(args: &BenchArgs, store: StoreChoice, dir: &Path) -> anyhow::Result<String> {
+    let mut settings = ClusterSettings {
+        workers: args.workers,
+        runtime: RuntimeChoice::Sim,
+        store,
+        data_dir: dir.to_path_buf(),
+        node_prefix: "bench".into(),
+        ..ClusterSettings::default()
+    };
+    settings.manager.store = store;
+    settings.manager.listen = "127.0.0.1:0".into();
+    settings.manager.data_dir = dir.join("manager");
+    settings.manager.retain_finished = usize::MAX;
+    settings.manager.retain_finished_secs = 365 * 24 * 3600;
+    settings.manager.token = bench_token().expose().to_string();
+    let cluster = start_cluster(&settings).await?;
+    actix_web::rt::spawn(cluster.manager.server);
+    let base = format!("http://{}", cluster.manager.addr);
+    let client = client(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut r = client
+            .get(format!("{base}/nodes"))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let nodes: Vec<Value> = r.json().limit(1 << 30).await?;
+        if nodes.iter().filter(|n| n["Status"] == "Ready").count() == args.workers {
+            return Ok(base);
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster's nodes were not Ready within 120 s");
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One closed-loop phase of submissions, reported; its submit→Running rate.
+async fn submissions(args: &BenchArgs, base: &str, phase: &str, floor: f64) -> anyhow::Result<f64> {
+    let url = format!("{base}/tasks");
+    let duration = Duration::from_secs(args.seconds);
+    let (connections, phase_name, owned) = (args.connections, phase.to_string(), args.clone());
+    let outcome = off_thread(move || async move {
+        closed_loop(&url, connections, duration, |c, i| {
+            Some(submission(&owned, &phase_name, c, i))
+        })
+        .await
+    })
+    .await;
+    if !outcome.errors.is_empty() {
+        bail!(
+            "{phase}: {} errors, first: {}",
+            outcome.errors.len(),
+            outcome.errors[0]
+        );
+    }
+    let (running_rate, to_running) = running(base, phase, &outcome).await?;
+    println!(
+        "  {phase:<26} submissions {:>8.0}/s ({:.3}x floor), submit {}; {} refused with 429, 0 errors",
+        outcome.rate(),
+        outcome.rate() / floor,
+        percentiles(outcome.ok_latency.clone()),
+        outcome.refused_latency.len()
+    );
+    println!(
+        "  {:<26} submit→Running {:>5.0}/s ({:.3}x floor), {}; 201 answers = tasks stored = {}",
+        "",
+        running_rate,
+        running_rate / floor,
+        percentiles(to_running),
+        outcome.accepted.len()
+    );
+    Ok(running_rate)
+}
+
+/// One open-loop phase at `rate`, reported.
+async fn offered(
+    args: &BenchArgs,
+    base: &str,
+    phase: &str,
+    rate: f64,
+    what: &str,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/tasks");
+    let (phase_name, owned) = (phase.to_string(), args.clone());
+    let outcome = off_thread(move || async move {
+        let duration = Duration::from_secs(owned.seconds);
+        open_loop(&url, rate, duration, &phase_name, &owned).await
+    })
+    .await;
+    if !outcome.errors.is_empty() {
+        bail!(
+            "{phase}: {} errors, first: {}",
+            outcome.errors.len(),
+            outcome.errors[0]
+        );
+    }
+    let (running_rate, to_running) = running(base, phase, &outcome).await?;
+    println!(
+        "  open loop at {rate:>6.0}/s ({what}): accepted {:>6.0}/s, submit {}",
+        outcome.rate(),
+        percentiles(outcome.ok_latency.clone()),
+    );
+    println!(
+        "  {:<28} submit→Running {:>5.0}/s, {}",
+        "",
+        running_rate,
+        percentiles(to_running)
+    );
+    println!(
+        "  {:<28} refused with 429 + Retry-After: {} ({})",
+        "",
+        outcome.refused_latency.len(),
+        percentiles(outcome.refused_latency.clone())
+    );
+    Ok(())
+}
+
+/// Fills the history with `n` finished tasks and waits until they are finished.
+async fn fill_history(args: &BenchArgs, base: &str, n: usize) -> anyhow::Result<()> {
+    let url = format!("{base}/tasks");
+    let per = n.div_ceil(args.connections);
+    let filler = async {
+        let client = pooled_client(args.connections);
+        let clients = (0..args.connections).map(|c| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                for i in 0..per {
+                    let body = serde_json::to_value(quick_task(&format!("history-{c}-{i}")))?;
+                    loop {
+                        let r = client
+                            .post(&url)
+                            .send_json(&body)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        match r.status().as_u16() {
+                            201 => break,
+                            429 => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
+                            s => bail!("filling the history: {s}"),
+                        }
+                    }
+                }
+                Ok(())
+            }
+        });
+        for r in futures_util::future::join_all(clients).await {
+            r?;
+        }
+        anyhow::Ok(())
+    };
+    filler.await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let times = task_times(base).await?;
+        let started = times
+            .values()
+            .filter(|(name, _, start)| name.starts_with("history-") && start.is_some())
+            .count();
+        if started >= per * args.connections {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the history's tasks did not all run within 10 minutes");
+        }
+        actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Runs the load benchmark on each store asked for.
+pub async fn run(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
+    println!(
+        "cube bench: {} simulated nodes, {} clients, {} s phases, tasks run {} s; machine: {} cores",
+        args.workers,
+        args.connections,
+        args.seconds,
+        args.task_seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for store in args.store.stores() {
+        let name = match store {
+            StoreChoice::Lmdb => "lmdb",
+            StoreChoice::Memory => "memory",
+        };
+        println!("store {name}:");
+        let base = cluster(args, store, &dir.join(name)).await?;
+        let duration = Duration::from_secs(args.seconds);
+        let (url, connections) = (format!("{base}/health"), args.connections);
+        let health = off_thread(move || async move {
+            closed_loop(&url, connections, duration, |_, _| None).await
+        })
+        .await;
+        if !health.errors.is_empty() {
+            bail!("GET /health: {}", health.errors[0]);
+        }
+        let floor = health.rate();
+        println!(
+            "  {:<26} GET /health {:>8.0}/s, {}",
+            "floor",
+            floor,
+            percentiles(health.ok_latency.clone())
+        );
+        let fresh = submissions(args, &base, "closed", floor).await?;
+        if !args.no_open_loop {
+            let half = args.rate.unwrap_or(fresh / 2.0).max(1.0);
+            offered(args, &base, "open-half", half, "half the sustained rate").await?;
+            let twice = args.rate.map_or(fresh * 2.0, |r| r * 2.0).max(2.0);
+            offered(args, &base, "open-twice", twice, "twice the sustained rate").await?;
+        }
+        if args.history > 0 {
+            fill_history(args, &base, args.history).await?;
+            println!("  with {} finished tasks in the history:", args.history);
+            let loaded = submissions(args, &base, "closed-history", floor).await?;
+            println!(
+                "  {:<26} submit→Running with history / fresh: {:.2}",
+                "",
+                loaded / fresh
+            );
+        }
+    }
+    Ok(())
+}
