@@ -64,11 +64,13 @@ CUBE_PID=$!
 until "$CUBE" node -m "127.0.0.1:$PORT" >/dev/null 2>&1; do sleep 0.1; done
 TOKEN=$("$CUBE" token -m "127.0.0.1:$PORT")
 start=$(now)
+submits=()
 for i in $(seq 1 "$N"); do
   curl -s -o /dev/null --json "{\"State\": 2, \"Task\": {\"Name\": \"b$i\", \"Image\": \"$IMAGE\"}}" \
     -H "Authorization: Bearer $TOKEN" "127.0.0.1:$PORT/tasks" &
+  submits+=($!)
 done
-wait
+wait "${submits[@]}"  # not the cluster, also a child of this shell
 count_cube() {
   curl -s -H "Authorization: Bearer $TOKEN" "127.0.0.1:$PORT/tasks?state=Running" | grep -o '"State":"Running"' | wc -l
 }

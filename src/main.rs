@@ -61,8 +61,10 @@ enum Command {
     /// Remove every finished task now (they are also pruned after the retention).
     #[command(after_help = "Examples:\n  cube prune")]
     Prune(PlainArgs),
-    /// Measure submissions and sync sizes on an in-process cluster (the load harness).
-    #[command(hide = true)]
+    /// Load benchmark: a simulated cluster in this process under concurrent clients (see BENCHMARKS.md).
+    #[command(
+        after_help = "Examples:\n  cube bench                      # 1,000 nodes, LMDB then memory, 10 s phases\n  cube bench --store lmdb --seconds 60 --history 50000\n  cube bench --rate 1000          # open loop at 1,000/s and 2,000/s\n  cube bench --smoke              # 2 s, to check it works\n  cube bench --sync-sizes         # bytes of a one-change sync"
+    )]
     Bench(cube::bench::BenchArgs),
     /// Show the nodes: address, status, reserved/offered CPU, memory and disk, task count.
     #[command(

@@ -18,6 +18,10 @@ use rcgen::{
 /// certificates that chain to the CA certificate made then.
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
+    // Ten years from the year it was made (rcgen's default would be valid until 4096).
+    let year = chrono::Datelike::year(&chrono::Utc::now());
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
         .distinguished_name
@@ -105,6 +109,10 @@ pub fn init(dir: &Path, certs: &[CertSpec]) -> anyhow::Result<Vec<PathBuf>> {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        // A server certificate is renewed (`cube tls init` again) within about two years.
+        let year = chrono::Datelike::year(&chrono::Utc::now());
+        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+        params.not_after = rcgen::date_time_ymd(year + 2, 1, 1);
         let key = KeyPair::generate().context("making a key")?;
         let cert = params
             .signed_by(&key, &issuer)

@@ -35,6 +35,35 @@ pub struct ManagerArgs {
     pub security: ManagerSecurity,
 }
 
+/// A server's TLS files (manager or worker).
+#[derive(clap::Args)]
+pub struct TlsArgs {
+    /// TLS certificate of this server (PEM, from `cube tls init`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key of this server (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate: the peers' certificates must come from it.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Sets the certificate, key and CA settings that were given.
+    fn apply(self, [cert, key, ca]: [&mut PathBuf; 3]) {
+        for (given, setting) in [
+            (self.tls_cert, cert),
+            (self.tls_key, key),
+            (self.tls_ca, ca),
+        ] {
+            if let Some(v) = given {
+                *setting = v;
+            }
+        }
+    }
+}
+
 /// The manager's tokens and TLS (for `cube manager` and `cube up`).
 #[derive(clap::Args)]
 pub struct ManagerSecurity {
@@ -44,15 +73,8 @@ pub struct ManagerSecurity {
     /// The token workers enroll with (default: made at the first start, in the data dir).
     #[arg(long, env = "CUBE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
-    /// TLS certificate of the manager (PEM, from `cube tls init`).
-    #[arg(long)]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key of the manager (PEM).
-    #[arg(long)]
-    pub tls_key: Option<PathBuf>,
-    /// The cluster's CA certificate: `https://` workers must have a certificate from it.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Serve an address other machines reach without TLS anyway.
     #[arg(long)]
     pub allow_insecure_bind: bool,
@@ -69,15 +91,8 @@ impl ManagerSecurity {
         if let Some(v) = self.join_token {
             s.join_token = v;
         }
-        if let Some(v) = self.tls_cert {
-            s.tls_cert = v;
-        }
-        if let Some(v) = self.tls_key {
-            s.tls_key = v;
-        }
-        if let Some(v) = self.tls_ca {
-            s.tls_ca = v;
-        }
+        self.tls
+            .apply([&mut s.tls_cert, &mut s.tls_key, &mut s.tls_ca]);
         s.allow_insecure_bind |= self.allow_insecure_bind;
         s.allow_privileged_ports |= self.allow_privileged_ports;
         s.user_config_dir = cube::access::user_dir();
@@ -243,15 +258,8 @@ pub struct WorkerArgs {
     /// its data dir). Never the cluster's admin token.
     #[arg(long, env = "CUBE_WORKER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// TLS certificate of the worker (PEM, from `cube tls init`).
-    #[arg(long)]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key of the worker (PEM).
-    #[arg(long)]
-    pub tls_key: Option<PathBuf>,
-    /// The cluster's CA certificate, to check the manager's certificate with.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Serve an address other machines reach without TLS anyway.
     #[arg(long)]
     pub allow_insecure_bind: bool,
@@ -302,15 +310,8 @@ impl WorkerArgs {
         if let Some(v) = self.token {
             s.token = v;
         }
-        if let Some(v) = self.tls_cert {
-            s.tls_cert = v;
-        }
-        if let Some(v) = self.tls_key {
-            s.tls_key = v;
-        }
-        if let Some(v) = self.tls_ca {
-            s.tls_ca = v;
-        }
+        self.tls
+            .apply([&mut s.tls_cert, &mut s.tls_key, &mut s.tls_ca]);
         s.replace |= self.replace;
         s.allow_insecure_bind |= self.allow_insecure_bind;
         s.user_config_dir = cube::access::user_dir();

@@ -250,11 +250,13 @@ async fn task_times(base: &str) -> anyhow::Result<Times> {
 
 /// Submit→Running of the tasks `outcome` got accepted: waits (up to 60 s) until each has
 /// started, then gives the throughput during the phase and the latencies. Checks that the tasks
-/// stored under the phase's names are exactly the accepted ones.
+/// stored under the phase's names are exactly the accepted ones (plus at most the `lost`
+/// requests whose answer the client did not wait for).
 async fn running(
     base: &str,
     phase: &str,
     outcome: &Outcome,
+    lost: usize,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let times = loop {
@@ -273,7 +275,7 @@ async fn running(
         .values()
         .filter(|(name, ..)| name.starts_with(&format!("{phase}-")))
         .count();
-    if stored != outcome.accepted.len() {
+    if stored < outcome.accepted.len() || stored > outcome.accepted.len() + lost {
         bail!(
             "{phase}: {} submissions answered 201 but {stored} such tasks are stored",
             outcome.accepted.len()
@@ -353,7 +355,7 @@ async fn submissions(args: &BenchArgs, base: &str, phase: &str, floor: f64) -> a
             outcome.errors[0]
         );
     }
-    let (running_rate, to_running) = running(base, phase, &outcome).await?;
+    let (running_rate, to_running) = running(base, phase, &outcome, 0).await?;
     println!(
         "  {phase:<26} submissions {:>8.0}/s ({:.3}x floor), submit {}; {} refused with 429, 0 errors",
         outcome.rate(),
@@ -387,14 +389,16 @@ async fn offered(
         open_loop(&url, rate, duration, &phase_name, &owned).await
     })
     .await;
-    if !outcome.errors.is_empty() {
-        bail!(
-            "{phase}: {} errors, first: {}",
-            outcome.errors.len(),
+    // Overload is what this phase is for: requests that got no answer in time are a result,
+    // reported, not a failure of the harness.
+    let lost = outcome.errors.len();
+    if lost > 0 {
+        println!(
+            "  open loop at {rate:>6.0}/s ({what}): {lost} requests without an answer in 60 s (first: {})",
             outcome.errors[0]
         );
     }
-    let (running_rate, to_running) = running(base, phase, &outcome).await?;
+    let (running_rate, to_running) = running(base, phase, &outcome, lost).await?;
     println!(
         "  open loop at {rate:>6.0}/s ({what}): accepted {:>6.0}/s, submit {}",
         outcome.rate(),

@@ -415,19 +415,32 @@ impl Manager {
     }
 }
 
+/// How many slices the nodes are polled in, one slice at a time, over each poll interval.
+const POLL_SLICES: usize = 10;
+
 impl Actor for Manager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-        ctx.run_interval(self.config.poll_interval, |act, ctx| {
-            act.poll_all(ctx);
-            for name in act.nodes.check_down(chrono::Utc::now()) {
-                act.status_changed(&name, Some(NodeStatus::Down), ctx);
-                act.sync_all(ctx);
-            }
-            act.place_pending(ctx);
-        });
+        // Each node is polled once per interval, a tenth of them every tenth of it: a burst of
+        // a thousand polls at once would hold the actor for a while every second.
+        let mut slice = 0;
+        ctx.run_interval(
+            self.config.poll_interval / POLL_SLICES as u32,
+            move |act, ctx| {
+                act.poll_slice(slice, POLL_SLICES, ctx);
+                slice = (slice + 1) % POLL_SLICES;
+                if slice != 0 {
+                    return;
+                }
+                for name in act.nodes.check_down(chrono::Utc::now()) {
+                    act.status_changed(&name, Some(NodeStatus::Down), ctx);
+                    act.sync_all(ctx);
+                }
+                act.place_pending(ctx);
+            },
+        );
         ctx.run_interval(self.config.prune_interval, |act, ctx| act.prune(ctx));
         self.poll_all(ctx);
         self.sync_all(ctx);

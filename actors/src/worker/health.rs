@@ -37,7 +37,29 @@ impl Default for HealthSettings {
 
 impl Worker {
     /// Checks every Running task that has a health check and is past its grace.
+    /// Starts the health tick if a Running task has a check: each task is then checked on its
+    /// own interval (the worker's, or its check's own).
+    pub(super) fn ensure_health_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.health_tick.is_none() && !self.checked.is_empty() {
+            let tick = self.config.health.interval.min(Duration::from_millis(100));
+            self.health_tick = Some(ctx.run_interval(tick, |act, ctx| act.check_health(ctx)));
+        }
+    }
+
     pub(super) fn check_health(&mut self, ctx: &mut Context<Self>) {
+        let tasks = &self.tasks;
+        self.checked.retain(|id| {
+            tasks
+                .get(id)
+                .is_some_and(|t| t.state() == TaskState::Running && !t.health_check.is_empty())
+        });
+        if self.checked.is_empty() {
+            if let Some(tick) = self.health_tick.take() {
+                ctx.cancel_future(tick);
+            }
+            self.last_probe.clear();
+            return;
+        }
         let d = self.config.health;
         let defaults = (d.interval, d.timeout, d.grace, d.failures);
         let now = Utc::now();
@@ -49,11 +71,8 @@ impl Worker {
                 .is_some_and(|t| t.state() == TaskState::Running)
         });
         let mut due = Vec::new();
-        for task in self.tasks.values() {
-            if task.state() != TaskState::Running
-                || task.health_check.is_empty()
-                || self.probing.contains(&task.id)
-            {
+        for task in self.checked.iter().filter_map(|id| self.tasks.get(id)) {
+            if self.probing.contains(&task.id) {
                 continue;
             }
             let (interval, timeout, grace, failures) = task.health_check.settings(defaults);

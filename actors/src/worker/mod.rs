@@ -120,6 +120,11 @@ pub struct Worker {
     probing: HashSet<TaskId>,
     /// When each task's health was last checked.
     last_probe: HashMap<TaskId, std::time::Instant>,
+    /// The Running tasks that have a health check: the only ones the health tick looks at.
+    checked: HashSet<TaskId>,
+    /// The health tick, running while `checked` is not empty (a thousand idle nodes of one
+    /// process would otherwise wake ten thousand times a second for nothing).
+    health_tick: Option<SpawnHandle>,
     /// Containers labelled for this worker that no task owns, and when first seen so.
     orphans: HashMap<String, std::time::Instant>,
     /// When a manager last asked for the feed or the metrics (None: never).
@@ -176,6 +181,8 @@ impl Worker {
                 health_failures: HashMap::new(),
                 probing: HashSet::new(),
                 last_probe: HashMap::new(),
+                checked: HashSet::new(),
+                health_tick: None,
                 orphans: HashMap::new(),
                 last_sync: None,
             }
@@ -194,12 +201,18 @@ impl Worker {
         let id = task.id;
         self.feed.stamp(&mut task);
         self.unwritten.begin(&id, self.tasks.get(&id));
+        if task.state() == TaskState::Running && !task.health_check.is_empty() {
+            self.checked.insert(id);
+        } else {
+            self.checked.remove(&id);
+        }
         self.tasks.insert(id, task.clone());
         // Sent now, so writes reach the store in the order they were made.
         let sent = self.store.send(Put(task.clone()));
         async move { sent.await.map_err(StoreError::from).and_then(|r| r) }
             .into_actor(self)
-            .map(move |res, act, _| {
+            .map(move |res, act, ctx| {
+                act.ensure_health_tick(ctx);
                 act.unwritten.done(&id, Some(task.clone()));
                 act.feed.written(task.revision);
                 act.wake_waiters();
@@ -423,12 +436,14 @@ impl Actor for Worker {
             self.launch(id, None, ctx);
         }
         self.reconcile(ctx);
-        ctx.run_interval(self.config.reconcile_interval, |act, ctx| {
-            act.reconcile(ctx)
+        // The nodes of one process start together: a random phase keeps their reconciles from
+        // all falling in the same instant.
+        let every = self.config.reconcile_interval;
+        let phase = uuid::Uuid::new_v4().as_u128() % every.as_millis().max(1);
+        ctx.run_later(Duration::from_millis(phase as u64), move |_, ctx| {
+            ctx.run_interval(every, |act, ctx| act.reconcile(ctx));
         });
-        // Each task is checked on its own interval (the worker's, or its check's own).
-        let tick = self.config.health.interval.min(Duration::from_millis(100));
-        ctx.run_interval(tick, |act, ctx| act.check_health(ctx));
+        self.ensure_health_tick(ctx);
         if let Some(after) = self.config.stop_after_disconnect {
             let every = (after / 4).max(Duration::from_millis(100));
             ctx.run_interval(every, move |act, ctx| act.stop_if_disconnected(after, ctx));
