@@ -314,6 +314,9 @@ async fn cluster(args: &BenchArgs, store: StoreChoice, dir: &Path) -> anyhow::Re
     settings.manager.retain_finished = usize::MAX;
     settings.manager.retain_finished_secs = 365 * 24 * 3600;
     settings.manager.token = bench_token().expose().to_string();
+    if let Some(n) = args.max_in_flight {
+        settings.manager.max_in_flight = n;
+    }
     let cluster = start_cluster(&settings).await?;
     actix_web::rt::spawn(cluster.manager.server);
     let base = format!("http://{}", cluster.manager.addr);

@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// closed loop sustained), and twice that to see the overload behaviour.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// The manager's `max_in_flight` (submissions handled at once; more get 429), if not its
+    /// default.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Skip the open-loop phases.
     #[arg(long)]
     pub no_open_loop: bool,
