@@ -249,6 +249,8 @@ pub struct ManagerSettings {
     pub tls_key: PathBuf,
     /// TLS: the cluster's CA certificate, which `https://` workers' certificates must come from.
     pub tls_ca: PathBuf,
+    /// Submissions are refused (429) while this many tasks wait to start.
+    pub max_waiting: usize,
     /// Let tasks bind host ports below 1024.
     pub allow_privileged_ports: bool,
     /// Serve a non-loopback address without TLS anyway.
@@ -281,6 +283,7 @@ impl Default for ManagerSettings {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             tls_ca: PathBuf::new(),
+            max_waiting: 2000,
             allow_privileged_ports: false,
             allow_insecure_bind: false,
             user_config_dir: None,

@@ -452,6 +452,7 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
         },
         allow_privileged_ports: settings.allow_privileged_ports,
         allow_insecure_http: settings.allow_insecure_bind,
+        max_waiting: settings.max_waiting.max(1),
         ..ManagerConfig::default()
     };
     let manager = Manager::start(config, store.clone())

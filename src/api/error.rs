@@ -59,6 +59,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", "Bearer realm=\"cube\""));
         }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.insert_header(("Retry-After", "1"));
+        }
         response.json(ErrorBody {
             status: self.status.as_u16(),
             message: self.message.clone(),
@@ -119,6 +122,7 @@ impl From<ManagerError> for ApiError {
             }
             ManagerError::Store(e) => e.into(),
             ManagerError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            ManagerError::Busy(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         }
     }
 }

@@ -382,4 +382,34 @@ mod tests {
         let resp = test::call_service(&app, request.to_request()).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
+
+    /// With as many tasks waiting to start as the cluster allows (here: no node to run them),
+    /// the next submission gets 429 with Retry-After and a message, and is not stored.
+    #[actix_rt::test]
+    async fn a_backlog_of_waiting_tasks_answers_429() {
+        let config = ManagerConfig {
+            max_waiting: 2,
+            ..ManagerConfig::default()
+        };
+        let app = test::init_service(manager_app(state_with(0, 64, config).await)).await;
+        for _ in 0..2 {
+            let resp = test::call_service(&app, submission().to_request()).await;
+            assert_eq!(resp.status(), StatusCode::CREATED);
+        }
+        let resp = test::call_service(&app, submission().to_request()).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers().get("Retry-After").unwrap(), "1");
+        let body: serde_json::Value = test::read_body_json(resp).await;
+        assert!(
+            body["Message"]
+                .as_str()
+                .unwrap()
+                .contains("waiting to start"),
+            "{body}"
+        );
+        let list =
+            test::call_service(&app, test::TestRequest::get().uri("/tasks").to_request()).await;
+        let tasks: serde_json::Value = test::read_body_json(list).await;
+        assert_eq!(tasks.as_array().unwrap().len(), 2);
+    }
 }

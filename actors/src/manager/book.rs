@@ -253,6 +253,12 @@ impl TaskBook {
     }
 
     /// How many finished tasks the book holds.
+    /// How many tasks are in `state` now.
+    pub fn count_in(&self, state: TaskState) -> usize {
+        self.by_state.get(&state).map_or(0, BTreeSet::len)
+    }
+
+    /// How many tasks are finished.
     pub fn finished_count(&self) -> usize {
         self.finished.len()
     }

@@ -53,6 +53,14 @@ impl Handler<Submit> for Manager {
                 },
             ))));
         }
+        let waiting = self.book.count_in(crate::task::TaskState::Pending)
+            + self.book.count_in(crate::task::TaskState::Scheduled);
+        if waiting >= self.config.max_waiting {
+            return Box::pin(fut::ready(Err(ManagerError::Busy(format!(
+                "{waiting} tasks are waiting to start (the most is {}); retry in a second",
+                self.config.max_waiting
+            )))));
+        }
         let change = match self.book.admit(task, Utc::now()) {
             Ok(change) => change,
             // The same submission again: the task as it is.

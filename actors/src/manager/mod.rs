@@ -77,6 +77,9 @@ pub enum ManagerError {
     /// The manager is not running.
     #[error("the manager is shut down")]
     Closed,
+    /// Too much is waiting to start: the submission is refused, to be retried later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<MailboxError> for ManagerError {
@@ -122,6 +125,9 @@ pub struct ManagerConfig {
     pub allow_privileged_ports: bool,
     /// Whether workers on other machines may enroll with plain `http://` addresses.
     pub allow_insecure_http: bool,
+    /// Submissions are refused (429) while this many tasks wait to start (Pending or Scheduled):
+    /// beyond what the cluster starts in about a second, a longer queue only adds latency.
+    pub max_waiting: usize,
 }
 
 impl Default for ManagerConfig {
@@ -138,6 +144,7 @@ impl Default for ManagerConfig {
             remote: RemoteConfig::default(),
             allow_privileged_ports: false,
             allow_insecure_http: false,
+            max_waiting: 2000,
         }
     }
 }
