@@ -152,18 +152,29 @@ pub(super) async fn start(
     publish_ip: String,
     store: String,
 ) -> Result<ContainerInfo, RuntimeError> {
-    ensure_image(&docker, &task.image).await?;
     let name = container_name(&task);
-    // A container left by an earlier attempt of this same task would block the name.
-    remove_quietly(&docker, &name).await;
-    let options = CreateContainerOptionsBuilder::default().name(&name).build();
-    let created = docker
-        .create_container(
-            Some(options),
-            create_body(&task, &worker, &publish_ip, &store),
-        )
-        .await
-        .map_err(|e| failed("create container", e))?;
+    let body = create_body(&task, &worker, &publish_ip, &store);
+    // Create first, as `docker run` does: the image check and the clean-up of a leftover
+    // container only happen when the engine says they are needed (two calls fewer per start).
+    let mut pulled = false;
+    let mut cleared = false;
+    let created = loop {
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        match docker.create_container(Some(options), body.clone()).await {
+            Ok(created) => break created,
+            // No such image here: pull it, then create again.
+            Err(e) if is_status(&e, 404) && !pulled => {
+                ensure_image(&docker, &task.image).await?;
+                pulled = true;
+            }
+            // A container left by an earlier attempt of this same task holds the name.
+            Err(e) if is_status(&e, 409) && !cleared => {
+                remove_quietly(&docker, &name).await;
+                cleared = true;
+            }
+            Err(e) => return Err(failed("create container", e)),
+        }
+    };
     if let Err(e) = docker.start_container(&created.id, None).await {
         remove_quietly(&docker, &created.id).await;
         return Err(failed("start container", e));
