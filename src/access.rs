@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cube_actors::remote_worker::host_and_port;
 use cube_actors::secret::write_private;
 use serde::{Deserialize, Serialize};
 
@@ -44,17 +45,11 @@ fn user_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<Pat
 /// address) and the port, so that `localhost:5555`, `127.0.0.1:5555` and a server bound to
 /// `0.0.0.0:5555` share one entry, and another machine's address has its own.
 pub fn entry_name(address: &str) -> String {
-    let (scheme, rest) = address.split_once("://").unwrap_or(("http", address));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
-            (h, p.to_string())
-        }
-        _ => (
-            authority,
-            if scheme == "https" { "443" } else { "80" }.to_string(),
-        ),
-    };
+    let scheme = address.split_once("://").map_or("http", |(s, _)| s);
+    let (host, port) = host_and_port(address);
+    let port = port
+        .filter(|p| !p.is_empty())
+        .unwrap_or(if scheme == "https" { "443" } else { "80" });
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let local = host.eq_ignore_ascii_case("localhost")
         || host

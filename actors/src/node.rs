@@ -45,15 +45,7 @@ impl Node {
     /// The machine the node runs on, whose host ports its containers share: the host part of
     /// its address, or `local` for the nodes of a `cube up`, which share this machine.
     pub fn host(&self) -> &str {
-        let rest = self
-            .address
-            .split_once("://")
-            .map_or(self.address.as_str(), |(_, r)| r);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        match authority.rsplit_once(':') {
-            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-            _ => authority,
-        }
+        crate::remote_worker::host_and_port(&self.address).0
     }
 }
 

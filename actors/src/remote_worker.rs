@@ -382,14 +382,20 @@ struct Enrolled {
     credential: Token,
 }
 
-/// Whether an address's host (`http://host:port`, `host:port`) is this machine's loopback.
-pub fn is_loopback(address: &str) -> bool {
+/// The host and port of an address (`http://host:port/...`, `host:port`, `host`); an IPv6
+/// host keeps its brackets.
+pub fn host_and_port(address: &str) -> (&str, Option<&str>) {
     let rest = address.split_once("://").map_or(address, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    };
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(port)),
+        _ => (authority, None),
+    }
+}
+
+/// Whether an address's host (`http://host:port`, `host:port`) is this machine's loopback.
+pub fn is_loopback(address: &str) -> bool {
+    let host = host_and_port(address).0;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -13,7 +13,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, ResponseError as _};
 use cube_actors::secret::{Access, Keys};
 
-use super::{ApiError, MAX_BODY};
+use super::{ApiError, MAX_BODY, is_json, not_json};
 
 /// The middleware: refuses what [`check`] refuses, passes the rest on.
 pub async fn guard(
@@ -138,16 +138,8 @@ fn json_only(req: &ServiceRequest) -> Result<(), ApiError> {
     if !has_body && !content_type {
         return Ok(());
     }
-    let json = req.mime_type().ok().flatten().is_some_and(|m| {
-        m.type_() == actix_web::mime::APPLICATION
-            && (m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON))
-    });
-    if json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request bodies must be JSON, sent with `Content-Type: application/json` (curl: --json)",
-        ))
+    match req.mime_type() {
+        Ok(Some(m)) if is_json(&m) => Ok(()),
+        _ => Err(not_json()),
     }
 }

@@ -20,6 +20,20 @@ pub use error::{ApiError, ErrorBody};
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Whether a media type is JSON: `application/json`, or `application/...+json`.
+pub fn is_json(m: &actix_web::mime::Mime) -> bool {
+    m.type_() == actix_web::mime::APPLICATION
+        && (m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON))
+}
+
+/// The refusal of a body that is not JSON (415).
+pub fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "request bodies must be JSON, sent with `Content-Type: application/json` (curl: --json)",
+    )
+}
+
 /// JSON extraction with a size limit and errors in the API's format.
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
@@ -27,11 +41,7 @@ pub fn json_config() -> web::JsonConfig {
         // The guard already refuses other bodies; this also covers an HTTP/2 body that has no
         // length to tell the guard it is there.
         .content_type_required(true)
-        .content_type(|m| {
-            m.type_() == actix_web::mime::APPLICATION
-                && (m.subtype() == actix_web::mime::JSON
-                    || m.suffix() == Some(actix_web::mime::JSON))
-        })
+        .content_type(|m| is_json(&m))
         .error_handler(|err, _req| {
             let api = match &err {
                 JsonPayloadError::Overflow { limit }
@@ -42,10 +52,7 @@ pub fn json_config() -> web::JsonConfig {
                 JsonPayloadError::Deserialize(e) => {
                     ApiError::bad_request(format!("invalid JSON body: {e}"))
                 }
-                JsonPayloadError::ContentType => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "request bodies must be JSON, sent with `Content-Type: application/json` (curl: --json)",
-                ),
+                JsonPayloadError::ContentType => not_json(),
                 other => ApiError::bad_request(format!("cannot read the request body: {other}")),
             };
             api.into()
