@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{BenchArgs, bench_token, client, quick_task, quick_task_after};
+use super::{BenchArgs, bench_token, client, fill, quick_task_after};
 use crate::config::{ClusterSettings, RuntimeChoice, StoreChoice};
 use crate::serve::start_cluster;
 
@@ -424,37 +424,7 @@ async fn offered(
 
 /// Fills the history with `n` finished tasks and waits until they are finished.
 async fn fill_history(args: &BenchArgs, base: &str, n: usize) -> anyhow::Result<()> {
-    let url = format!("{base}/tasks");
-    let per = n.div_ceil(args.connections);
-    let filler = async {
-        let client = pooled_client(args.connections);
-        let clients = (0..args.connections).map(|c| {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                for i in 0..per {
-                    let body = serde_json::to_value(quick_task(&format!("history-{c}-{i}")))?;
-                    loop {
-                        let r = client
-                            .post(&url)
-                            .send_json(&body)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
-                        match r.status().as_u16() {
-                            201 => break,
-                            429 => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
-                            s => bail!("filling the history: {s}"),
-                        }
-                    }
-                }
-                Ok(())
-            }
-        });
-        for r in futures_util::future::join_all(clients).await {
-            r?;
-        }
-        anyhow::Ok(())
-    };
-    filler.await?;
+    let posted = fill(&format!("{base}/tasks"), args.connections, n, "history").await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let times = task_times(base).await?;
@@ -462,7 +432,7 @@ async fn fill_history(args: &BenchArgs, base: &str, n: usize) -> anyhow::Result<
             .values()
             .filter(|(name, _, start)| name.starts_with("history-") && start.is_some())
             .count();
-        if started >= per * args.connections {
+        if started >= posted {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -111,6 +111,39 @@ fn client(timeout: Duration) -> awc::Client {
         .finish()
 }
 
+/// Posts quick tasks named `<prefix>-<client>-<i>` to `url` from `connections` clients until
+/// `n` are accepted (a 429 is waited out, anything else fails); how many were posted (`n`
+/// rounded up to a multiple of `connections`).
+async fn fill(url: &str, connections: usize, n: usize, prefix: &str) -> anyhow::Result<usize> {
+    let connections = connections.max(1);
+    let per = n.div_ceil(connections);
+    let clients = (0..connections).map(|c| {
+        let client = client(Duration::from_secs(30));
+        async move {
+            for i in 0..per {
+                let body = quick_task(&format!("{prefix}-{c}-{i}"));
+                loop {
+                    let r = client
+                        .post(url)
+                        .send_json(&body)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    match r.status().as_u16() {
+                        200..=299 => break,
+                        429 => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
+                        s => anyhow::bail!("posting {prefix} tasks to {url}: answered {s}"),
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }
+    });
+    for r in futures_util::future::join_all(clients).await {
+        r?;
+    }
+    Ok(per * connections)
+}
+
 /// Runs the benchmark.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.smoke {

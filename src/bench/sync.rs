@@ -8,36 +8,9 @@ use anyhow::{Context as _, bail};
 use cube_actors::task::TaskEvent;
 use serde_json::Value;
 
-use super::{BenchArgs, bench_token, client, long_task, quick_task};
+use super::{BenchArgs, bench_token, client, fill, long_task};
 use crate::config::{RuntimeChoice, StoreChoice, WorkerSettings};
 use crate::serve::start_worker;
-
-/// Posts `n` quick tasks to `url` from `connections` clients.
-async fn fill(url: &str, connections: usize, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let per = n.div_ceil(connections.max(1));
-    let clients = (0..connections).map(|c| {
-        let url = url.to_string();
-        let prefix = format!("{prefix}-{c}");
-        async move {
-            let client = client(Duration::from_secs(30));
-            for i in 0..per {
-                let r = client
-                    .post(&url)
-                    .send_json(&quick_task(&format!("{prefix}-{i}")))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if !r.status().is_success() {
-                    bail!("the worker answered {}", r.status());
-                }
-            }
-            Ok(())
-        }
-    });
-    for r in futures_util::future::join_all(clients).await {
-        r?;
-    }
-    Ok(())
-}
 
 /// A worker served over HTTP, and its base URL.
 async fn http_worker(dir: &std::path::Path) -> anyhow::Result<String> {
