@@ -14,14 +14,20 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// Makes `params` valid from the start of last year until the start of the year `years` from
+/// now (rcgen's default would be valid until 4096).
+fn valid_for(params: &mut CertificateParams, years: i32) {
+    let year = chrono::Datelike::year(&chrono::Utc::now());
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + years, 1, 1);
+}
+
 /// The CA's parameters: the same each time, so that a CA key kept from an earlier run signs
 /// certificates that chain to the CA certificate made then.
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
-    // Ten years from the year it was made (rcgen's default would be valid until 4096).
-    let year = chrono::Datelike::year(&chrono::Utc::now());
-    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
+    // Ten years from the year it was made.
+    valid_for(&mut params, 10);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
         .distinguished_name
@@ -110,9 +116,7 @@ pub fn init(dir: &Path, certs: &[CertSpec]) -> anyhow::Result<Vec<PathBuf>> {
         ];
         params.use_authority_key_identifier_extension = true;
         // A server certificate is renewed (`cube tls init` again) within about two years.
-        let year = chrono::Datelike::year(&chrono::Utc::now());
-        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-        params.not_after = rcgen::date_time_ymd(year + 2, 1, 1);
+        valid_for(&mut params, 2);
         let key = KeyPair::generate().context("making a key")?;
         let cert = params
             .signed_by(&key, &issuer)
