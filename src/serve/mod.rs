@@ -1,23 +1,25 @@
 //! Wiring: builds the actors of a node and puts the HTTP edge in front of them.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actix_web::middleware::{Logger, NormalizePath, TrailingSlash, from_fn};
-use actix_web::{App, HttpServer, dev::Server, web};
+use actix_web::dev::Server;
 use anyhow::Context as _;
 use cube_actors::manager::{AddLocalWorker, Manager, ManagerConfig, Retention};
 use cube_actors::metrics::{MetricsCollector, machine_capacity};
 use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, is_loopback, join_manager};
 use cube_actors::resources::Resources;
-use cube_actors::secret::{Access, Keys, Token, TokenHash, read_or_create, write_private};
+use cube_actors::secret::{Access, Keys, Token, TokenHash, write_private};
 use cube_actors::store::{SharedStore, Store, StoreKind};
-use cube_actors::tls::ClientTls;
 use cube_actors::worker::exit::RestartBudget;
 use cube_actors::worker::health::HealthSettings;
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
+
+mod edge;
+
+use edge::{Edge, base_url, bind, client_tls, serve_http, server_tls, server_token};
 
 use crate::api::manager::ManagerState;
 use crate::api::{self, worker::WorkerState};
@@ -41,113 +43,6 @@ pub struct WorkerNode {
     pub store: Addr<Store>,
     /// The HTTP server; await it (or spawn it) to serve.
     pub server: Server,
-}
-
-/// What the edge of one server checks requests with and serves on.
-struct Edge {
-    /// The tokens it accepts.
-    keys: Keys,
-    /// Its certificate, for HTTPS.
-    tls: Option<rustls::ServerConfig>,
-}
-
-/// The HTTP edge of a node: `routes` over `state`, behind the guard (tokens, same origin, JSON
-/// bodies, size limits), with the API's extractor settings, trailing slashes ignored, an access
-/// log, and JSON 404s for unknown routes; HTTPS when the edge has a certificate.
-fn serve_http<S: Clone + Send + 'static>(
-    listener: TcpListener,
-    state: S,
-    routes: fn(&mut web::ServiceConfig),
-    edge: Edge,
-) -> std::io::Result<Server> {
-    let keys = edge.keys;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .app_data(keys.clone())
-            .app_data(api::json_config())
-            .app_data(api::query_config())
-            .app_data(web::PayloadConfig::new(api::MAX_BODY))
-            .wrap(from_fn(api::guard::guard))
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
-            .wrap(Logger::new("%a \"%r\" %s %Dms").log_level(log::Level::Debug))
-            .configure(routes)
-            .default_service(web::to(api::no_route))
-    })
-    .workers(2);
-    let server = match edge.tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
-    };
-    Ok(server.run())
-}
-
-/// Binds `listen`; refuses an address other machines can reach without TLS, unless forced.
-fn bind(listen: &str, tls: bool, allow_insecure: bool, what: &str) -> anyhow::Result<TcpListener> {
-    let listener =
-        TcpListener::bind(listen).with_context(|| format!("{what}: cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    if !tls && !allow_insecure && !addr.ip().is_loopback() {
-        anyhow::bail!(
-            "{what}: refusing to serve {addr} without TLS: other machines would see its tokens and \
-             tasks' secrets in the clear.\n  Make certificates with `cube tls init` and start with \
-             --tls-cert, --tls-key and --tls-ca (README, \"Distributed mode\"), or listen on \
-             127.0.0.1, or pass --allow-insecure-bind to do it anyway."
-        );
-    }
-    Ok(listener)
-}
-
-/// The base URL of a server bound to `addr`: loopback when it listens on every address.
-fn base_url(addr: SocketAddr, tls: bool) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    if addr.ip().is_unspecified() {
-        format!("{scheme}://127.0.0.1:{}", addr.port())
-    } else {
-        format!("{scheme}://{addr}")
-    }
-}
-
-/// The server certificate of `cert` and `key` (both set, or neither: plain HTTP).
-fn server_tls(cert: &Path, key: &Path, what: &str) -> anyhow::Result<Option<rustls::ServerConfig>> {
-    match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
-        (true, true) => Ok(None),
-        (false, false) => Ok(Some(
-            cube_actors::tls::server_config(cert, key).with_context(|| format!("{what}: TLS"))?,
-        )),
-        _ => anyhow::bail!(
-            "{what}: TLS needs both a certificate (--tls-cert) and its key (--tls-key)"
-        ),
-    }
-}
-
-/// The CA that peers' certificates must come from, if set.
-fn client_tls(ca: &Path, what: &str) -> anyhow::Result<Option<ClientTls>> {
-    if ca.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        ClientTls::from_ca_file(ca).with_context(|| format!("{what}: TLS CA"))?,
-    ))
-}
-
-/// A server's token: the one given, else the one in `file` (made at the first start) when its
-/// data is durable, else a new one for this run.
-fn server_token(
-    given: &str,
-    file: Option<PathBuf>,
-    kind: &str,
-    what: &str,
-) -> anyhow::Result<Token> {
-    if !given.is_empty() {
-        return Token::parse(given).with_context(|| format!("{what}: the {kind} token given"));
-    }
-    match file {
-        Some(path) => Ok(read_or_create(&path, kind)
-            .with_context(|| format!("{what}: cannot keep its {kind} token in {}", path.display()))?
-            .0),
-        None => Ok(Token::generate(kind)),
-    }
 }
 
 /// The directory whose filesystem disk figures describe: the data directory, or the current
