@@ -140,6 +140,16 @@ impl NodeBook {
         self.nodes.keys().cloned().collect()
     }
 
+    /// The names of slice `slice` of `slices` (every `slices`th name from the `slice`th).
+    pub fn names_in_slice(&self, slice: usize, slices: usize) -> Vec<String> {
+        self.nodes
+            .keys()
+            .skip(slice)
+            .step_by(slices.max(1))
+            .cloned()
+            .collect()
+    }
+
     /// How many nodes there are.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -173,8 +173,7 @@ impl Manager {
     /// Asks every node that is not being asked already for its metrics.
     /// Polls the nodes of slice `slice` of `slices` (by their place in the node book).
     pub(super) fn poll_slice(&mut self, slice: usize, slices: usize, ctx: &mut Context<Self>) {
-        let names = self.nodes.names();
-        for name in names.into_iter().skip(slice).step_by(slices) {
+        for name in self.nodes.names_in_slice(slice, slices) {
             self.poll(name, ctx);
         }
     }
