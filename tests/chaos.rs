@@ -76,6 +76,7 @@ impl Cluster {
             health: HealthSettings::default(),
             stop_after_disconnect: None,
             in_process: true,
+            telemetry: Default::default(),
         };
         let (store, engine, metrics) = (
             node.store.clone(),

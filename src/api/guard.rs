@@ -34,7 +34,7 @@ pub async fn guard(
 
 /// Whether a request may go through.
 fn check(req: &ServiceRequest) -> Result<(), ApiError> {
-    if req.method() == Method::GET && req.path() == "/health" {
+    if req.method() == Method::GET && is_open(req.path()) {
         return Ok(());
     }
     same_origin(req)?;
@@ -83,6 +83,12 @@ fn check(req: &ServiceRequest) -> Result<(), ApiError> {
         ));
     }
     json_only(req)
+}
+
+/// The paths anyone may GET: the health check, and the dashboard's page and files (which hold
+/// no data: the page asks for a token and sends it with each request of its own).
+fn is_open(path: &str) -> bool {
+    path == "/health" || path == "/" || path.starts_with("/ui/")
 }
 
 /// The token of an `Authorization: Bearer` header.

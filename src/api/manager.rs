@@ -15,7 +15,10 @@
 //! | `POST /nodes` | a worker enrolls (join token): `{"Name", "Address", "NodeKey", "Replace", "Protocol"}`; 201 with its credential |
 //! | `POST /nodes/{name}/drain` | no new tasks there; its tasks are placed elsewhere, its copies stopped |
 //! | `DELETE /nodes/{name}` | drains the node, then removes it from the cluster |
+//! | `GET /events?since=&nodes=` | the event stream (Server-Sent Events): task transitions and node status changes, resumable (see `events.rs`) |
+//! | `GET /metrics` | the manager's metrics, OpenMetrics text (the admin or the metrics token) |
 //! | `GET /health` | 200 while the manager runs |
+//! | `GET /`, `GET /ui/{file}` | the dashboard (no token: the page asks for one and holds no data) |
 //!
 //! Submissions beyond [`ManagerState::max_in_flight`] at once get 429 with `Retry-After`, rather
 //! than queueing without bound.
@@ -27,8 +30,8 @@ use actix::Addr;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
 use cube_actors::manager::{
-    Enroll, GetOne, History, ListNodes, ListTasks, Logs, Manager, Prune, Purge, RetireNode, Stop,
-    Submit, TaskFilter,
+    Enroll, GetOne, History, ListNodes, ListTasks, Logs, Manager, Observe, Prune, Purge,
+    RetireNode, Stop, Submit, TaskFilter,
 };
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
@@ -65,7 +68,11 @@ fn routes() -> Vec<RouteEntry> {
         route(Method::GET, "/nodes/{name}", node),
         route(Method::DELETE, "/nodes/{name}", remove_node),
         route(Method::POST, "/nodes/{name}/drain", drain_node),
+        route(Method::GET, "/events", super::events::events),
+        route(Method::GET, "/metrics", metrics),
         route(Method::GET, "/health", health),
+        route(Method::GET, "/", super::dashboard::page),
+        route(Method::GET, "/ui/{file}", super::dashboard::asset),
     ]
 }
 
@@ -290,6 +297,14 @@ async fn enroll(
         .await??;
     Ok(HttpResponse::Created()
         .json(serde_json::json!({ "Name": body.name, "Credential": credential.expose() })))
+}
+
+async fn metrics(
+    state: web::Data<ManagerState>,
+    registry: web::Data<prometheus_client::registry::Registry>,
+) -> Result<HttpResponse, ApiError> {
+    state.manager.send(Observe).await?;
+    Ok(super::metrics_answer(&registry))
 }
 
 async fn health() -> HttpResponse {

@@ -3,7 +3,9 @@
 //! Architecture invariant: only this module knows HTTP. Every error leaves as a status code and a
 //! JSON body ([`ErrorBody`]); bodies over [`MAX_BODY`] are refused with 413.
 
+pub mod dashboard;
 mod error;
+pub mod events;
 pub mod guard;
 pub mod manager;
 pub mod worker;
@@ -12,6 +14,8 @@ use actix_web::error::JsonPayloadError;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use cube_actors::runtime::LogQuery;
+use cube_actors::telemetry::HttpMetrics;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -188,6 +192,54 @@ pub async fn no_route(req: HttpRequest) -> HttpResponse {
         req.method(),
         req.path()
     )))
+}
+
+/// The middleware that counts every request by method, route pattern and status (in
+/// [`HttpMetrics`]), refused ones included.
+pub async fn count_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let began = std::time::Instant::now();
+    let http = req.app_data::<HttpMetrics>().cloned();
+    let method = method_label(req.method());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let res = next.call(req).await?;
+    if let Some(http) = http {
+        let seconds = began.elapsed().as_secs_f64();
+        http.answered(method, route, res.status().as_u16(), seconds);
+    }
+    Ok(res)
+}
+
+/// A method as a label value: the standard ones by name, any other as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// `GET /metrics`: the node's metrics in the OpenMetrics text format.
+pub fn metrics_answer(registry: &Registry) -> HttpResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(e) => actix_web::ResponseError::error_response(&ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ fn routes() -> Vec<RouteEntry> {
         route(Method::GET, "/sync", sync),
         route(Method::GET, "/stats", stats),
         route(Method::GET, "/node", node),
+        route(Method::GET, "/metrics", metrics),
         route(Method::GET, "/health", health),
     ]
 }
@@ -171,6 +172,10 @@ async fn stats(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> 
 
 async fn node(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.worker.send(GetNodeInfo).await??))
+}
+
+async fn metrics(registry: web::Data<prometheus_client::registry::Registry>) -> HttpResponse {
+    super::metrics_answer(&registry)
 }
 
 async fn health(state: web::Data<WorkerState>) -> HttpResponse {

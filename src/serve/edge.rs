@@ -3,12 +3,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix_web::middleware::{Logger, NormalizePath, TrailingSlash, from_fn};
 use actix_web::{App, HttpServer, dev::Server, web};
 use anyhow::Context as _;
 use cube_actors::secret::{Keys, Token, read_or_create};
+use cube_actors::telemetry::HttpMetrics;
 use cube_actors::tls::ClientTls;
+use prometheus_client::registry::Registry;
 
 use crate::api;
 
@@ -18,6 +21,19 @@ pub(super) struct Edge {
     pub(super) keys: Keys,
     /// Its certificate, for HTTPS.
     pub(super) tls: Option<rustls::ServerConfig>,
+    /// What `GET /metrics` shows (the edge's own request counts included).
+    pub(super) metrics: Arc<Registry>,
+    /// Where the edge counts requests.
+    pub(super) http: HttpMetrics,
+}
+
+/// A registry of the node's metrics (named `cube_...`) with the edge's request counts in it.
+pub(super) fn registry(register: impl FnOnce(&mut Registry)) -> (Arc<Registry>, HttpMetrics) {
+    let mut registry = Registry::with_prefix("cube");
+    let http = HttpMetrics::default();
+    http.register(&mut registry);
+    register(&mut registry);
+    (Arc::new(registry), http)
 }
 
 /// The HTTP edge of a node: `routes` over `state`, behind the guard (tokens, same origin, JSON
@@ -29,10 +45,12 @@ pub(super) fn serve_http<S: Clone + Send + 'static>(
     routes: fn(&mut web::ServiceConfig),
     edge: Edge,
 ) -> std::io::Result<Server> {
-    let keys = edge.keys;
+    let (keys, metrics, http) = (edge.keys, edge.metrics, edge.http);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::from(Arc::clone(&metrics)))
+            .app_data(http.clone())
             .app_data(keys.clone())
             .app_data(api::json_config())
             .app_data(api::query_config())
@@ -40,6 +58,7 @@ pub(super) fn serve_http<S: Clone + Send + 'static>(
             .wrap(from_fn(api::guard::guard))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             .wrap(Logger::new("%a \"%r\" %s %Dms").log_level(log::Level::Debug))
+            .wrap(from_fn(api::count_request))
             .configure(routes)
             .default_service(web::to(api::no_route))
     })

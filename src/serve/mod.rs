@@ -13,13 +13,14 @@ use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, is_loopba
 use cube_actors::resources::Resources;
 use cube_actors::secret::{Access, Keys, Token, TokenHash, write_private};
 use cube_actors::store::{SharedStore, Store, StoreKind};
+use cube_actors::telemetry::{StoreMetrics, WorkerMetrics};
 use cube_actors::worker::exit::RestartBudget;
 use cube_actors::worker::health::HealthSettings;
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
 
 mod edge;
 
-use edge::{Edge, base_url, bind, client_tls, serve_http, server_tls, server_token};
+use edge::{Edge, base_url, bind, client_tls, registry, serve_http, server_tls, server_token};
 
 use crate::api::manager::ManagerState;
 use crate::api::{self, worker::WorkerState};
@@ -92,11 +93,13 @@ fn offered(cpu: f64, memory: Size, disk: Size, default: Resources) -> Resources 
 pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNode> {
     let name = settings.resolved_name();
     let data_dir = settings.resolved_data_dir();
+    let store_metrics = StoreMetrics::new("worker");
     let store = open_store(
         settings.store,
         &data_dir,
         settings.store_map_size_mib,
         &format!("worker {name}"),
+        store_metrics.clone(),
     )?;
     match settings.store {
         StoreChoice::Lmdb => log::info!("worker {name} keeps its tasks in {}", data_dir.display()),
@@ -140,7 +143,12 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         stop_after_disconnect: (settings.stop_after_disconnect_ms > 0)
             .then(|| Duration::from_millis(settings.stop_after_disconnect_ms)),
         in_process: false,
+        telemetry: WorkerMetrics::default(),
     };
+    let (metrics_registry, http) = registry(|r| {
+        config.telemetry.register(r);
+        store_metrics.register(r);
+    });
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
         .with_context(|| format!("worker {name}: cannot load its tasks"))?;
@@ -183,6 +191,8 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         Edge {
             keys: keys.clone(),
             tls,
+            metrics: metrics_registry,
+            http,
         },
     )?;
     if let Some(dir) = &settings.user_config_dir {
@@ -310,6 +320,7 @@ fn open_store(
     dir: &std::path::Path,
     map_size_mib: usize,
     what: &str,
+    metrics: StoreMetrics,
 ) -> anyhow::Result<Addr<Store>> {
     let kind = match store {
         StoreChoice::Memory => StoreKind::Memory,
@@ -318,16 +329,37 @@ fn open_store(
             map_size: map_size_mib << 20,
         },
     };
-    Store::open(&kind).with_context(|| format!("{what}: cannot open its store"))
+    let shared = SharedStore::open_with(&kind, metrics)
+        .with_context(|| format!("{what}: cannot open its store"))?;
+    Ok(shared.whole())
+}
+
+/// The metrics of the in-process nodes of a `cube up`, which its manager shows.
+struct LocalNodes {
+    workers: WorkerMetrics,
+    store: StoreMetrics,
 }
 
 /// Opens the manager's store, starts the manager, connects the configured workers, binds the API.
 pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<ManagerNode> {
+    start_manager_with(settings, None).await
+}
+
+async fn start_manager_with(
+    settings: &ManagerSettings,
+    local: Option<&LocalNodes>,
+) -> anyhow::Result<ManagerNode> {
+    // With in-process nodes, one family of store metrics holds both stores' (by label).
+    let store_metrics = match local {
+        Some(local) => local.store.named("manager"),
+        None => StoreMetrics::new("manager"),
+    };
     let store = open_store(
         settings.store,
         &settings.data_dir,
         settings.store_map_size_mib,
         "manager",
+        store_metrics.clone(),
     )?;
     let config = ManagerConfig {
         algorithm: settings.scheduler,
@@ -350,6 +382,13 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
         max_waiting: settings.max_waiting.max(1),
         ..ManagerConfig::default()
     };
+    let (metrics_registry, http) = registry(|r| {
+        config.telemetry.register(r);
+        store_metrics.register(r);
+        if let Some(local) = local {
+            local.workers.register(r);
+        }
+    });
     let manager = Manager::start(config, store.clone())
         .await
         .context("manager: cannot load its tasks")?;
@@ -381,7 +420,13 @@ pub async fn start_manager(settings: &ManagerSettings) -> anyhow::Result<Manager
     )?;
     let addr = listener.local_addr()?;
     let url = base_url(addr, tls.is_some());
-    let server = serve_http(listener, state, api::manager::config, Edge { keys, tls })?;
+    let edge = Edge {
+        keys,
+        tls,
+        metrics: metrics_registry,
+        http,
+    };
+    let server = serve_http(listener, state, api::manager::config, edge)?;
     let mut places = Vec::new();
     if let Some(path) = file("admin.token").filter(|_| settings.token.is_empty()) {
         places.push(path.display().to_string());
@@ -443,7 +488,24 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         settings.workers >= 1,
         "a cluster needs at least one worker node"
     );
-    let manager = start_manager(&settings.manager).await?;
+    // The nodes share one store: a key prefix per node in one LMDB environment with one
+    // writer, so that a commit spans nodes and the threads and files stay the same whatever the
+    // number of nodes.
+    let nodes_dir = settings.data_dir.join("nodes");
+    let kind = match settings.store {
+        StoreChoice::Memory => StoreKind::Memory,
+        StoreChoice::Lmdb => StoreKind::Lmdb {
+            dir: nodes_dir.clone(),
+            map_size: settings.store_map_size_mib << 20,
+        },
+    };
+    let local = LocalNodes {
+        workers: WorkerMetrics::default(),
+        store: StoreMetrics::new("nodes"),
+    };
+    let shared = SharedStore::open_with(&kind, local.store.clone())
+        .with_context(|| format!("the nodes' store in {}", nodes_dir.display()))?;
+    let manager = start_manager_with(&settings.manager, Some(&local)).await?;
     if settings.store == StoreChoice::Lmdb {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
@@ -473,20 +535,8 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
             engine: None,
         },
     };
-    // One metrics collector serves every node: they share the machine. So does one store: a
-    // key prefix per node in one LMDB environment with one writer, so that a commit spans
-    // nodes and the threads and files stay the same whatever the number of nodes.
+    // One metrics collector serves every node: they share the machine.
     let metrics = MetricsCollector::new(measured, Duration::from_secs(1)).start();
-    let nodes_dir = settings.data_dir.join("nodes");
-    let kind = match settings.store {
-        StoreChoice::Memory => StoreKind::Memory,
-        StoreChoice::Lmdb => StoreKind::Lmdb {
-            dir: nodes_dir.clone(),
-            map_size: settings.store_map_size_mib << 20,
-        },
-    };
-    let shared = SharedStore::open(&kind)
-        .with_context(|| format!("the nodes' store in {}", nodes_dir.display()))?;
     let config = |name: &str| WorkerConfig {
         name: name.to_string(),
         stop_timeout: Duration::from_secs(settings.stop_timeout_secs),
@@ -508,6 +558,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         // In-process nodes share the manager's process: they cannot lose it.
         stop_after_disconnect: None,
         in_process: true,
+        telemetry: local.workers.clone(),
     };
     // Nodes load their tasks a few at a time: with thousands of nodes, one after the other
     // would take minutes, all at once would queue thousands of reads.

@@ -37,6 +37,9 @@ pub struct Change {
     pub placement: u64,
     /// Its restart count after the change.
     pub attempt: u32,
+    /// Its restart count before the change (0 for a new task).
+    #[serde(default)]
+    pub attempt_before: u32,
     /// Why, in words.
     pub reason: String,
     /// The task as it is after the change; `None` when it was removed.
@@ -172,6 +175,7 @@ impl TaskBook {
             to: after.as_ref().map(Task::state),
             placement: after.as_ref().or(before).map_or(0, |t| t.placement),
             attempt: after.as_ref().or(before).map_or(0, |t| t.restart_count),
+            attempt_before: before.map_or(0, |t| t.restart_count),
             reason: after
                 .as_ref()
                 .map_or_else(String::new, |t| t.reason.clone()),

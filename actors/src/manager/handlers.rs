@@ -1,13 +1,16 @@
 //! The manager's messages (what the HTTP API asks) and their handlers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::Utc;
 use futures_util::future::Either;
 use futures_util::future::join_all;
+use tokio::sync::broadcast;
 
 use super::book::{BookError, TaskFilter, TaskPage};
+use super::events::{Since, Subscription};
 use super::{Manager, ManagerError};
 use crate::node::{LOCAL_ADDRESS, Node, NodeReport};
 use crate::remote_worker::WorkerHandle;
@@ -15,6 +18,7 @@ use crate::resources::Resources;
 use crate::runtime::LogQuery;
 use crate::scheduler::actor::{Release, Snapshot};
 use crate::task::{Desired, Task, TaskEvent, TaskId};
+use crate::telemetry::Submission;
 use crate::worker::{StopTask, TaskLogs, Worker, WorkerError};
 
 /// Accepts a task event: run a new task (stored Pending before the answer, then placed at once)
@@ -35,6 +39,25 @@ impl Handler<Submit> for Manager {
         if desired == Desired::Stop {
             return self.stop(event.task.id);
         }
+        let began = std::time::Instant::now();
+        let telemetry = self.config.telemetry.clone();
+        let admitted = self.admit(event);
+        Box::pin(admitted.map(move |res, _, _| {
+            let outcome = match &res {
+                Ok(_) => Submission::Accepted,
+                Err(ManagerError::Busy(_)) => Submission::Busy,
+                Err(ManagerError::Store(_) | ManagerError::Closed) => Submission::Failed,
+                Err(_) => Submission::Invalid,
+            };
+            telemetry.submitted(outcome, began.elapsed().as_secs_f64());
+            res
+        }))
+    }
+}
+
+impl Manager {
+    /// Admits the task of a submission: stored Pending, then placed.
+    fn admit(&mut self, event: TaskEvent) -> ResponseActFuture<Self, Result<Task, ManagerError>> {
         let mut task = event.task.clone();
         if let Err(e) = task.normalize() {
             return Box::pin(fut::ready(Err(e.into())));
@@ -303,6 +326,13 @@ impl Handler<ListNodes> for Manager {
     type Result = ResponseActFuture<Self, Vec<NodeReport>>;
 
     fn handle(&mut self, _: ListNodes, _: &mut Context<Self>) -> Self::Result {
+        self.node_reports()
+    }
+}
+
+impl Manager {
+    /// Every node as `GET /nodes` shows it (with the scheduler's reservations).
+    pub(super) fn node_reports(&mut self) -> ResponseActFuture<Self, Vec<NodeReport>> {
         Box::pin(
             self.scheduler
                 .send(Snapshot)
@@ -334,6 +364,58 @@ impl Handler<ListNodes> for Manager {
                         .collect()
                 }),
         )
+    }
+}
+
+/// Sets the manager's gauges (tasks by state, nodes, their resources) to what it holds now,
+/// before `GET /metrics` encodes them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Observe;
+
+/// Handler for [`Observe`].
+impl Handler<Observe> for Manager {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Observe, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.node_reports().map(|nodes, act, _| {
+            let telemetry = &act.config.telemetry;
+            telemetry.observe(|state| act.book.count_in(state), &nodes);
+            telemetry.subscribers(act.events.subscribers());
+        }))
+    }
+}
+
+/// Follows the event log from `since` (see [`super::events`]); with `nodes`, also every node's
+/// report every [`LOAD_INTERVAL`] (not events: not numbered, not kept).
+#[derive(Message)]
+#[rtype(
+    result = "Result<(Subscription, Option<broadcast::Receiver<Arc<Vec<NodeReport>>>>), ManagerError>"
+)]
+pub struct Subscribe {
+    /// Where to start.
+    pub since: Since,
+    /// Whether to get the nodes' reports too.
+    pub nodes: bool,
+}
+
+/// How often subscribers that asked for them get every node's report.
+pub const LOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Handler for [`Subscribe`].
+impl Handler<Subscribe> for Manager {
+    type Result = Result<
+        (
+            Subscription,
+            Option<broadcast::Receiver<Arc<Vec<NodeReport>>>>,
+        ),
+        ManagerError,
+    >;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let subscription = self.events.subscribe(&msg.since);
+        let loads = msg.nodes.then(|| self.loads.subscribe());
+        Ok((subscription, loads))
     }
 }
 

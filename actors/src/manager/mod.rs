@@ -17,6 +17,7 @@
 
 pub mod book;
 mod enroll;
+pub mod events;
 mod handlers;
 pub mod nodes;
 mod placement;
@@ -31,6 +32,7 @@ use tokio::sync::oneshot;
 
 pub use book::{BookError, Change, Retention, TaskFilter, TaskPage, Transition};
 pub use enroll::{ConnectWorker, Enroll, Enrollment};
+pub use events::{Event, EventLog, Reset, Since, Subscription, What};
 pub use handlers::*;
 pub use retire::RetireNode;
 
@@ -41,6 +43,7 @@ use crate::scheduler::actor::{Reserve, SchedulerActor, UpsertNode};
 use crate::scheduler::{Algorithm, fixed_host_ports};
 use crate::store::{Batch, List, Op, Put, Store, StoreError, events_of};
 use crate::task::{InvalidTask, InvalidTransition, Task, TaskEvent, TaskId};
+use crate::telemetry::ManagerMetrics;
 use crate::worker::WorkerError;
 use book::TaskBook;
 use nodes::NodeBook;
@@ -101,7 +104,7 @@ impl From<BookError> for ManagerError {
 }
 
 /// How the manager behaves.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// The scheduling algorithm.
     pub algorithm: Algorithm,
@@ -128,6 +131,10 @@ pub struct ManagerConfig {
     /// Submissions are refused (429) while this many tasks wait to start (Pending or Scheduled):
     /// beyond what the cluster starts in about a second, a longer queue only adds latency.
     pub max_waiting: usize,
+    /// At most this many events are kept for `GET /events` (and for at most the retention's age).
+    pub max_events: usize,
+    /// Where the manager counts what it does (shown by `GET /metrics`).
+    pub telemetry: ManagerMetrics,
 }
 
 impl Default for ManagerConfig {
@@ -145,6 +152,8 @@ impl Default for ManagerConfig {
             allow_privileged_ports: false,
             allow_insecure_http: false,
             max_waiting: 2000,
+            max_events: 10_000,
+            telemetry: ManagerMetrics::default(),
         }
     }
 }
@@ -174,6 +183,10 @@ pub struct Manager {
     collecting: Option<Vec<oneshot::Receiver<bool>>>,
     /// The enrolled remote workers, by name.
     enrollments: HashMap<String, Enrollment>,
+    /// What happened, for `GET /events`.
+    events: EventLog,
+    /// Every node's report, every [`LOAD_INTERVAL`] while someone listens.
+    loads: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<crate::node::NodeReport>>>,
 }
 
 impl Manager {
@@ -206,6 +219,8 @@ impl Manager {
         let remote = config.remote.clone();
         Ok(Manager::create(move |_| {
             let mut manager = Manager {
+                events: EventLog::new(config.max_events, config.retention.max_age),
+                loads: tokio::sync::broadcast::channel(4).0,
                 nodes: NodeBook::new(config.unreachable_after, config.node_down_after),
                 config,
                 store,
@@ -244,7 +259,7 @@ impl Manager {
                 reason: format!("the removal of task {} was not given its task", change.task),
             }),
         };
-        self.write(change, ops)
+        self.write(change, None, ops)
     }
 
     /// Writes the removal of `task` (with its events) in one commit.
@@ -257,20 +272,22 @@ impl Manager {
             Op::delete::<Task>(crate::store::Record::key(task)),
             Op::delete_prefix::<TaskEvent>(events_of(task)),
         ];
-        self.write(change, Ok(ops))
+        self.write(change, Some(task.name.clone()), Ok(ops))
     }
 
     fn write(
         &mut self,
         change: Change,
+        name: Option<String>,
         ops: Result<Vec<Op>, StoreError>,
     ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
         let store = self.store.clone();
         async move { Ok(store.send(Batch(ops?)).await??) }
             .into_actor(self)
             .map(move |res: Result<(), ManagerError>, act, _| {
-                if let Err(e) = &res {
-                    log::error!("task {}: cannot record its change: {e}", change.task);
+                match &res {
+                    Ok(()) => act.published(&change, name.as_deref()),
+                    Err(e) => log::error!("task {}: cannot record its change: {e}", change.task),
                 }
                 // Written or failed for good: either way readers stop waiting on it.
                 act.book.written(&change);
@@ -306,6 +323,7 @@ impl Manager {
             .map(move |res: Result<(), ManagerError>, act, _| match res {
                 Ok(()) => {
                     act.book.written(&change);
+                    act.published(&change, None);
                     Ok(task)
                 }
                 Err(e) => {
@@ -315,10 +333,47 @@ impl Manager {
             })
     }
 
+    /// A durable change: counted, and told to the event stream's subscribers.
+    fn published(&mut self, change: &Change, name: Option<&str>) {
+        self.config.telemetry.transition(
+            change.from,
+            change.to,
+            change.attempt > change.attempt_before,
+        );
+        if let Some(what) = What::of_change(change, name) {
+            self.events.push(what, change.at);
+        }
+    }
+
+    /// A node joined (`from` None), changed status, or left (`to` None): an event.
+    pub(super) fn node_event(
+        &mut self,
+        node: &str,
+        from: Option<NodeStatus>,
+        to: Option<NodeStatus>,
+        reason: String,
+    ) {
+        let what = What::Node {
+            node: node.to_string(),
+            from,
+            to,
+            reason,
+        };
+        self.events.push(what, chrono::Utc::now());
+    }
+
     fn insert_node(&mut self, node: Node, handle: WorkerHandle) -> u64 {
         let name = node.name.clone();
         self.handles.insert(name.clone(), handle);
+        let before = self.nodes.get(&name).map(|e| e.status);
         let generation = self.nodes.join(node);
+        let after = self.nodes.get(&name).map(|e| e.status);
+        let reason = if before.is_some() {
+            "joined again"
+        } else {
+            "joined"
+        };
+        self.node_event(&name, before, after, reason.to_string());
         self.publish_node(&name);
         generation
     }
@@ -388,6 +443,14 @@ impl Manager {
         let (Some(status), Some(entry)) = (status, self.nodes.get(name)) else {
             return;
         };
+        let reason = match status {
+            NodeStatus::Ready => "answering again".to_string(),
+            NodeStatus::Unreachable => entry.error.clone().unwrap_or_else(|| "no answer".into()),
+            NodeStatus::Down => format!(
+                "silent for {}s: its tasks are placed elsewhere",
+                self.config.node_down_after.as_secs_f64()
+            ),
+        };
         match status {
             NodeStatus::Ready => log::info!("node {name} is ready again"),
             NodeStatus::Unreachable => log::warn!(
@@ -399,6 +462,8 @@ impl Manager {
                 self.config.node_down_after.as_secs_f64()
             ),
         }
+        let before = entry.previous;
+        self.node_event(name, before, Some(status), reason);
         self.publish_node(name);
         if status == NodeStatus::Down {
             self.lose_tasks_of(name, ctx);
@@ -449,6 +514,14 @@ impl Actor for Manager {
             },
         );
         ctx.run_interval(self.config.prune_interval, |act, ctx| act.prune(ctx));
+        ctx.run_interval(LOAD_INTERVAL, |act, ctx| {
+            if act.loads.receiver_count() > 0 {
+                let reports = act.node_reports().map(|nodes, act, _| {
+                    let _ = act.loads.send(std::sync::Arc::new(nodes));
+                });
+                ctx.spawn(reports);
+            }
+        });
         self.poll_all(ctx);
         self.sync_all(ctx);
         log::info!(

@@ -17,8 +17,10 @@ use crate::worker::feed::Cursor;
 pub struct NodeEntry {
     /// The node as stored.
     pub node: Node,
-    /// Ready or Unreachable.
+    /// Ready, Unreachable or Down.
     pub status: NodeStatus,
+    /// Its status before the last change of status.
+    pub previous: Option<NodeStatus>,
     /// Its latest metrics sample.
     pub stats: Option<Stats>,
     /// When it last answered.
@@ -100,6 +102,7 @@ impl NodeBook {
         let entry = NodeEntry {
             node,
             status: NodeStatus::Ready,
+            previous: None,
             stats: None,
             last_seen: None,
             error: None,
@@ -221,6 +224,7 @@ fn set_status(entry: &mut NodeEntry, status: NodeStatus) -> Option<NodeStatus> {
     if entry.status == status {
         return None;
     }
+    entry.previous = Some(entry.status);
     entry.status = status;
     Some(status)
 }

@@ -35,9 +35,17 @@ impl Manager {
         self.book.set_in_flight(id, true);
         let avoid = self.book.avoided(&id);
         let decision = self.scheduler.send(PlaceAvoiding { task, avoid });
+        let began = Instant::now();
         ctx.spawn(
             decision
                 .into_actor(self)
+                .map(move |res, act, _| {
+                    if let Ok(decided) = &res {
+                        let seconds = began.elapsed().as_secs_f64();
+                        act.config.telemetry.placed(decided.is_ok(), seconds);
+                    }
+                    res
+                })
                 .map(move |res, act, ctx| match res {
                     Ok(Ok(node)) => act.assign(id, node, ctx),
                     Ok(Err(unplaceable)) => {
@@ -95,6 +103,7 @@ impl Manager {
                     act.book.clear_backoff(&id);
                 }
                 Err(WorkerError::Invalid(e)) => {
+                    act.config.telemetry.delivery_failed();
                     let reason = format!("node {node} refused the task: {e}");
                     act.scheduler.do_send(Release(id));
                     if let Some(change) = act.book.fail(id, reason) {
@@ -102,6 +111,7 @@ impl Manager {
                     }
                 }
                 Err(e) => {
+                    act.config.telemetry.delivery_failed();
                     if matches!(e, WorkerError::Unreachable(_) | WorkerError::Closed) {
                         let status = act.nodes.unreachable(&node, e.to_string());
                         act.status_changed(&node, status, ctx);

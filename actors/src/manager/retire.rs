@@ -73,6 +73,8 @@ impl Handler<RetireNode> for Manager {
         }
         let store = self.store.clone();
         let stored = if msg.remove {
+            let before = self.nodes.get(&name).map(|e| e.status);
+            self.node_event(&name, before, None, "removed".into());
             self.nodes.remove(&name);
             self.handles.remove(&name);
             self.scheduler
@@ -85,6 +87,8 @@ impl Handler<RetireNode> for Manager {
             ]);
             Either::Left(store.send(delete))
         } else {
+            let status = self.nodes.get(&name).map(|e| e.status);
+            self.node_event(&name, status, status, "drained: takes no new tasks".into());
             self.publish_node(&name);
             Either::Right(store.send(crate::store::Put(node)))
         };

@@ -222,6 +222,7 @@ impl Manager {
 
     /// Removes the finished tasks the retention does not keep, here and on their nodes.
     pub(super) fn prune(&mut self, ctx: &mut Context<Self>) {
+        self.events.prune(Utc::now());
         let doomed = self.book.prunable(Utc::now(), self.config.retention);
         if doomed.is_empty() {
             return;

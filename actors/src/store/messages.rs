@@ -1,7 +1,6 @@
 //! The store's messages: typed reads and writes of any [`Record`].
 
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 
@@ -183,7 +182,7 @@ impl Handler<CommitCount> for Store {
     type Result = u64;
 
     fn handle(&mut self, _: CommitCount, _: &mut Context<Self>) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.metrics.commits()
     }
 }
 

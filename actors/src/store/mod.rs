@@ -17,8 +17,8 @@ mod memory;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::telemetry::StoreMetrics;
 use actix::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -223,8 +223,8 @@ pub struct Store {
     /// Writes go to the writer thread, in the order the actor received them; dropping this ends
     /// the thread. The queue itself is unbounded: the actor's bounded mailbox is the back-pressure.
     writes: mpsc::UnboundedSender<PendingWrite>,
-    /// How many commits the writer thread has made (each holding one or more writes).
-    commits: Arc<AtomicU64>,
+    /// The writer thread's commits: how many, how long, how many writes each.
+    metrics: StoreMetrics,
     /// The start of every key of this store in the backend: empty for a store of its own,
     /// `<node>/` for one node's part of a [`SharedStore`].
     prefix: String,
@@ -237,23 +237,28 @@ pub struct Store {
 pub struct SharedStore {
     backend: Arc<dyn Backend>,
     writes: mpsc::UnboundedSender<PendingWrite>,
-    commits: Arc<AtomicU64>,
+    metrics: StoreMetrics,
 }
 
 impl SharedStore {
     /// Opens the backend of `kind` and starts its writer thread.
     pub fn open(kind: &StoreKind) -> Result<SharedStore, StoreError> {
+        SharedStore::open_with(kind, StoreMetrics::default())
+    }
+
+    /// Opens the backend of `kind` and starts its writer thread, which counts its commits in
+    /// `metrics`.
+    pub fn open_with(kind: &StoreKind, metrics: StoreMetrics) -> Result<SharedStore, StoreError> {
         let backend: Arc<dyn Backend> = match kind {
             StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
             StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
         };
         let (writes, queue) = mpsc::unbounded_channel();
         let writer_backend = Arc::clone(&backend);
-        let commits = Arc::new(AtomicU64::new(0));
-        let writer_commits = Arc::clone(&commits);
+        let writer_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("cube-store-writer".into())
-            .spawn(move || write_loop(writer_backend, queue, &writer_commits))
+            .spawn(move || write_loop(writer_backend, queue, &writer_metrics))
             .map_err(|e| StoreError::Open {
                 path: PathBuf::from("<writer thread>"),
                 reason: e.to_string(),
@@ -261,7 +266,7 @@ impl SharedStore {
         Ok(SharedStore {
             backend,
             writes,
-            commits,
+            metrics,
         })
     }
 
@@ -271,11 +276,16 @@ impl SharedStore {
         self.start(format!("{name}/"))
     }
 
+    /// The whole of it as one store (no key prefix). Must be called inside an actix system.
+    pub fn whole(&self) -> Addr<Store> {
+        self.start(String::new())
+    }
+
     fn start(&self, prefix: String) -> Addr<Store> {
         Store {
             backend: Arc::clone(&self.backend),
             writes: self.writes.clone(),
-            commits: Arc::clone(&self.commits),
+            metrics: self.metrics.clone(),
             prefix,
         }
         .start()
@@ -285,7 +295,7 @@ impl SharedStore {
 impl Store {
     /// Opens a store of `kind` and starts its actor. Must be called inside an actix system.
     pub fn open(kind: &StoreKind) -> Result<Addr<Store>, StoreError> {
-        Ok(SharedStore::open(kind)?.start(String::new()))
+        Ok(SharedStore::open(kind)?.whole())
     }
 
     /// Opens an in-memory store.
@@ -306,7 +316,7 @@ impl Store {
 fn write_loop(
     backend: Arc<dyn Backend>,
     mut queue: mpsc::UnboundedReceiver<PendingWrite>,
-    commits: &AtomicU64,
+    metrics: &StoreMetrics,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = queue.blocking_recv() {
@@ -323,8 +333,9 @@ fn write_loop(
             ops.extend(write.ops);
             replies.push(write.reply);
         }
+        let began = std::time::Instant::now();
         let result = backend.apply(&ops);
-        commits.fetch_add(1, Ordering::Relaxed);
+        metrics.committed(replies.len(), began.elapsed().as_secs_f64());
         if let Err(e) = &result {
             log::error!("store commit of {} writes failed: {e}", ops.len());
         }

@@ -14,6 +14,7 @@ use crate::metrics::{GetStats, Stats};
 use crate::runtime::{ContainerExited, Inspect, ListManaged, Logs, Ping, Remove, Stop, Watch};
 use crate::store::{Batch, Op};
 use crate::task::{Task, TaskState};
+use crate::telemetry::StopCause;
 
 /// What the worker does with a task it is asked to run.
 enum Accept {
@@ -126,6 +127,9 @@ impl Handler<StopTask> for Worker {
         let runtime = self.runtime.clone();
         let timeout = self.config.stop_timeout;
         self.stopping.insert(id);
+        if container.is_some() {
+            self.config.telemetry.stopped(StopCause::Task);
+        }
         let stop = async move {
             if let Some(container_id) = container {
                 let stop = Stop {

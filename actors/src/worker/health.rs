@@ -10,6 +10,7 @@ use chrono::Utc;
 use super::Worker;
 use crate::runtime::{Health, Probe, Stop};
 use crate::task::{TaskId, TaskState};
+use crate::telemetry::StopCause;
 
 /// When and how a worker checks its tasks' health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +101,11 @@ impl Worker {
                 }
                 match health {
                     Ok(Health::Healthy) => {
+                        act.config.telemetry.checked(Some(true));
                         act.health_failures.remove(&id);
                     }
                     Ok(Health::Unhealthy(why)) => {
+                        act.config.telemetry.checked(Some(false));
                         let failed = act.health_failures.entry(id).or_default();
                         *failed += 1;
                         log::info!("task {id}: health check failed ({failed} in a row): {why}");
@@ -112,7 +115,10 @@ impl Worker {
                             act.unhealthy(id, reason, ctx);
                         }
                     }
-                    Err(e) => log::warn!("task {id}: health check not run: {e}"),
+                    Err(e) => {
+                        act.config.telemetry.checked(None);
+                        log::warn!("task {id}: health check not run: {e}");
+                    }
                 }
             }));
         }
@@ -121,6 +127,7 @@ impl Worker {
     /// Stops the container of an unhealthy task; the task then fails, or is restarted by its
     /// policy, with `reason`.
     fn unhealthy(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
+        self.config.telemetry.stopped(StopCause::Unhealthy);
         self.stop_container_then(id, ctx, move |act, task, container_id, ctx| {
             if task.state() == TaskState::Running && task.container_id == container_id {
                 act.ended(task, TaskState::Failed, reason, None, ctx);
@@ -192,6 +199,7 @@ impl Worker {
 
     /// Stops task `id`'s container and fails the task with `reason`, without a restart.
     fn stop_for(&mut self, id: TaskId, reason: String, ctx: &mut Context<Self>) {
+        self.config.telemetry.stopped(StopCause::Task);
         self.stop_container_then(id, ctx, move |act, mut task, _, ctx| {
             if task.state().is_active() && task.transition(TaskState::Failed, reason).is_ok() {
                 task.host_ports.clear();

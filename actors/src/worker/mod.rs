@@ -37,6 +37,7 @@ use crate::runtime::{
 };
 use crate::store::{Get, List, Put, Store, StoreError};
 use crate::task::{Task, TaskId, TaskState};
+use crate::telemetry::WorkerMetrics;
 use crate::unwritten::Unwritten;
 use exit::{ExitOutcome, RestartBudget, exit_outcome, short};
 use feed::{Answer, Cursor, Feed, FeedHead};
@@ -62,7 +63,7 @@ pub enum RuntimeKind {
 }
 
 /// How a worker behaves.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// The worker's name, unique in the cluster; also the `cube.worker` label of its containers.
     pub name: String,
@@ -82,6 +83,8 @@ pub struct WorkerConfig {
     /// One of the many nodes of a `cube up`: its start is routine (the start-up line counts
     /// them), logged at debug unless it takes tasks back.
     pub in_process: bool,
+    /// Where the worker counts container starts, stops, exits and health checks.
+    pub telemetry: WorkerMetrics,
 }
 
 /// A long poll of the feed waiting for a durable change.
@@ -329,6 +332,7 @@ impl Worker {
         result: Result<ContainerInfo, RuntimeError>,
         ctx: &mut Context<Self>,
     ) {
+        self.config.telemetry.started(result.is_ok());
         let Some(mut task) = self.tasks.get(&id).cloned() else {
             return;
         };
@@ -408,6 +412,7 @@ impl Worker {
                 reason,
                 code,
             } => {
+                self.config.telemetry.exited(state);
                 let task = task.clone();
                 self.ended(task, state, reason, code, ctx);
             }

@@ -9,6 +9,7 @@ use super::Worker;
 use super::exit::short;
 use crate::runtime::{ContainerExited, ContainerStatus, Inspect, ListManaged, Remove, Stop};
 use crate::task::{TaskId, TaskState};
+use crate::telemetry::StopCause;
 
 impl Worker {
     /// Compares the tasks with the runtime and applies what changed: Running tasks whose
@@ -39,6 +40,7 @@ impl Worker {
         let store = self.feed.epoch().to_string();
         let runtime = self.runtime.clone();
         let timeout = self.config.stop_timeout;
+        let telemetry = self.config.telemetry.clone();
         let fut = async move {
             let mut seen = Vec::new();
             let mut unowned = Vec::new();
@@ -70,6 +72,7 @@ impl Worker {
                     };
                     if *container != c.id && !previous.contains(&c.id) {
                         log::info!("reconcile: removing {}, an old container", short(&c.id));
+                        telemetry.stopped(StopCause::Stray);
                         let _ = runtime
                             .send(Stop {
                                 container_id: c.id.clone(),
@@ -79,6 +82,7 @@ impl Worker {
                         let _ = runtime.send(Remove { container_id: c.id }).await;
                     } else if *finished && c.running {
                         log::info!("reconcile: stopping {} of a finished task", short(&c.id));
+                        telemetry.stopped(StopCause::Stray);
                         let _ = runtime
                             .send(Stop {
                                 container_id: c.id,
@@ -139,6 +143,7 @@ impl Worker {
         let runtime = self.runtime.clone();
         let timeout = self.config.stop_timeout;
         for id in &doomed {
+            self.config.telemetry.stopped(StopCause::Stray);
             self.orphans.remove(id);
             log::warn!(
                 "reconcile: removing container {}: no task of this worker owns it",

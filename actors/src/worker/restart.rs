@@ -37,6 +37,7 @@ impl Worker {
                 restarts_here,
             } => {
                 if task.transition(TaskState::Scheduled, reason).is_ok() {
+                    self.config.telemetry.restarted();
                     // The container that ended is kept, with its logs, as the previous attempt's;
                     // the one before it goes.
                     let ended = std::mem::take(&mut task.container_id);
