@@ -251,6 +251,8 @@ pub struct ManagerSettings {
     pub tls_ca: PathBuf,
     /// Submissions are refused (429) while this many tasks wait to start.
     pub max_waiting: usize,
+    /// At most this many events are kept for `GET /events` (for at most `retain_finished_secs`).
+    pub max_events: usize,
     /// Let tasks bind host ports below 1024.
     pub allow_privileged_ports: bool,
     /// Serve a non-loopback address without TLS anyway.
@@ -284,6 +286,7 @@ impl Default for ManagerSettings {
             tls_key: PathBuf::new(),
             tls_ca: PathBuf::new(),
             max_waiting: 2000,
+            max_events: 10_000,
             allow_privileged_ports: false,
             allow_insecure_bind: false,
             user_config_dir: None,

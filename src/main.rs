@@ -53,8 +53,15 @@ enum Command {
     #[command(after_help = "Examples:\n  cube stop web\n  cube stop 21b23589")]
     Stop(StopArgs),
     /// Show every task as a table, or one task in detail.
-    #[command(after_help = "Examples:\n  cube status\n  cube status web\n  cube status -o json")]
+    #[command(
+        after_help = "Examples:\n  cube status\n  cube status web\n  cube status -o json\n  cube status --watch --state Running"
+    )]
     Status(StatusArgs),
+    /// Print what happens in the cluster as it happens: task transitions and node status changes.
+    #[command(
+        after_help = "Examples:\n  cube events\n  cube events --since 8582b189-42   # resume after that event\n  cube events -o json               # one JSON event per line"
+    )]
+    Events(EventsArgs),
     /// Remove finished tasks (Completed, or Failed) from the manager and their nodes.
     #[command(after_help = "Examples:\n  cube rm web\n  cube rm 21b23589 4f0c1e2a")]
     Rm(RmArgs),
@@ -197,6 +204,19 @@ struct StatusArgs {
     /// Only tasks placed on this node.
     #[arg(long)]
     node: Option<String>,
+    /// Keep the table on screen and redraw it as tasks change (from the event stream).
+    #[arg(long, short = 'w', conflicts_with = "task")]
+    watch: bool,
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Start after this event (its `Cursor`, the first column), with the retained events since;
+    /// without it, from now on. A cursor the manager no longer has gets a reset line first.
+    #[arg(long)]
+    since: Option<String>,
 }
 
 impl StatusArgs {
@@ -365,12 +385,21 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Stop(args) => client_command(&args.target, |c, o| async move {
             commands::stop(&c, &args.task, o).await
         }),
+        Command::Status(args) if args.watch => {
+            let filter = args.filter();
+            client_command(&args.target, |c, _| async move {
+                cube::cli::watch::watch_status(&c, &filter, args.state, args.node.as_deref()).await
+            })
+        }
         Command::Status(args) => {
             let filter = args.filter();
             client_command(&args.target, |c, o| async move {
                 commands::status(&c, args.task.as_deref(), &filter, o).await
             })
         }
+        Command::Events(args) => client_command(&args.target, |c, o| async move {
+            cube::cli::watch::events(&c, args.since.as_deref(), o).await
+        }),
         Command::Bench(args) => actix_web::rt::System::new().block_on(cube::bench::run(args)),
         Command::Rm(args) => client_command(&args.target, |c, o| async move {
             commands::rm(&c, &args.tasks, o).await

@@ -384,6 +384,95 @@ impl WorkerMetrics {
     }
 }
 
+/// A standalone worker's machine, as its latest sample says (the manager shows it per node in
+/// `GET /nodes`; a worker's own `GET /metrics` shows it for Prometheus).
+#[derive(Debug, Clone, Default)]
+pub struct MachineMetrics {
+    cpu_usage: FloatGauge,
+    cores: Gauge,
+    memory_total: Gauge,
+    memory_available: Gauge,
+    disk_total: Gauge,
+    disk_free: Gauge,
+    load1: FloatGauge,
+    tasks: Gauge,
+}
+
+impl MachineMetrics {
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let float = [
+            (
+                "machine_cpu_usage_ratio",
+                "Share of CPU time spent busy between the last two samples (0 to 1)",
+                &self.cpu_usage,
+            ),
+            ("machine_load1", "Load average over one minute", &self.load1),
+        ];
+        for (name, help, gauge) in float {
+            registry.register(name, help, gauge.clone());
+        }
+        let int = [
+            (
+                "machine_cpu_cores",
+                "CPUs of the machine",
+                &self.cores,
+                None,
+            ),
+            (
+                "machine_memory_total",
+                "Memory of the machine",
+                &self.memory_total,
+                Some(Unit::Bytes),
+            ),
+            (
+                "machine_memory_available",
+                "Memory new work can use without swapping",
+                &self.memory_available,
+                Some(Unit::Bytes),
+            ),
+            (
+                "machine_disk_total",
+                "Size of the filesystem of the data directory",
+                &self.disk_total,
+                Some(Unit::Bytes),
+            ),
+            (
+                "machine_disk_free",
+                "Space free for unprivileged users on that filesystem",
+                &self.disk_free,
+                Some(Unit::Bytes),
+            ),
+            (
+                "worker_tasks",
+                "Tasks the worker holds that are Scheduled or Running",
+                &self.tasks,
+                None,
+            ),
+        ];
+        for (name, help, gauge, unit) in int {
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, gauge.clone()),
+                None => registry.register(name, help, gauge.clone()),
+            }
+        }
+    }
+
+    /// Sets the gauges to `sample`.
+    pub fn observe(&self, sample: &crate::metrics::Stats) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.cpu_usage.set(sample.cpu.usage_percent / 100.0);
+        self.cores.set(int(sample.cpu.cores as u64));
+        self.memory_total.set(int(sample.memory.total_bytes));
+        self.memory_available
+            .set(int(sample.memory.available_bytes));
+        self.disk_total.set(int(sample.disk.total_bytes));
+        self.disk_free.set(int(sample.disk.free_bytes));
+        self.load1.set(sample.load.one);
+        self.tasks.set(int(sample.task_count as u64));
+    }
+}
+
 /// A store's metrics: its commits, how long they take and how many writes each holds, labelled
 /// with the store's name. Stores whose metrics are [`StoreMetrics::named`] from one another share
 /// the families, registered once (a family may appear only once in an exposition).

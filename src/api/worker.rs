@@ -17,11 +17,12 @@ use actix::Addr;
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use cube_actors::task::{Desired, TaskEvent};
+use cube_actors::telemetry::MachineMetrics;
 use std::time::Duration;
 
 use cube_actors::worker::feed::Cursor;
 use cube_actors::worker::{
-    ForgetTask, GetNodeInfo, GetTask, ListTasks, RunTask, StopTask, Sync, TaskLogs, Worker,
+    ForgetTask, GetNodeInfo, GetTask, ListTasks, RunTask, Sample, StopTask, Sync, TaskLogs, Worker,
     WorkerStats,
 };
 use serde::Deserialize;
@@ -41,6 +42,8 @@ pub struct WorkerState {
     pub worker: Addr<Worker>,
     /// The worker's name (for `/health`).
     pub name: String,
+    /// Its machine's gauges, set from its latest sample when `GET /metrics` is read.
+    pub machine: MachineMetrics,
 }
 
 /// Every route of the worker: method, path, handler. The router is built from this list, and
@@ -174,8 +177,15 @@ async fn node(state: web::Data<WorkerState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.worker.send(GetNodeInfo).await??))
 }
 
-async fn metrics(registry: web::Data<prometheus_client::registry::Registry>) -> HttpResponse {
-    super::metrics_answer(&registry)
+async fn metrics(
+    state: web::Data<WorkerState>,
+    registry: web::Data<prometheus_client::registry::Registry>,
+) -> Result<HttpResponse, ApiError> {
+    // A worker with no collector has no machine figures: its other metrics stand.
+    if let Ok(sample) = state.worker.send(Sample).await? {
+        state.machine.observe(&sample);
+    }
+    Ok(super::metrics_answer(&registry))
 }
 
 async fn health(state: web::Data<WorkerState>) -> HttpResponse {

@@ -18,6 +18,60 @@ const PAGE: usize = 1000;
 /// The manager a command talks to when none is named.
 pub const DEFAULT_MANAGER: &str = "localhost:5555";
 
+/// An answer of the manager, its body still to read.
+type Response = awc::ClientResponse<actix_web::dev::Decompress<actix_web::dev::Payload>>;
+
+/// One Server-Sent Event of `GET /events`: its type (`open`, `task`, `node`, `reset`,
+/// `nodes`) and its JSON.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// Its type.
+    pub kind: String,
+    /// Its data.
+    pub data: Value,
+}
+
+/// The event stream of a manager (`GET /events`), an event at a time.
+pub struct EventStream {
+    response: Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the manager closed the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<StreamEvent>> {
+        use futures_util::StreamExt as _;
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let frame = String::from_utf8_lossy(&frame);
+                let (mut kind, mut data) = ("message".to_string(), String::new());
+                for line in frame.lines() {
+                    if let Some(k) = line.strip_prefix("event: ") {
+                        kind = k.to_string();
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                if data.is_empty() {
+                    // A comment (keepalive).
+                    continue;
+                }
+                let data = serde_json::from_str(&data).with_context(|| {
+                    format!("the manager sent an event that is not JSON: {data}")
+                })?;
+                return Ok(Some(StreamEvent { kind, data }));
+            }
+            match self.response.next().await {
+                Some(chunk) => self
+                    .buffer
+                    .extend_from_slice(&chunk.context("reading the event stream")?),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 /// Talks to one manager.
 pub struct ManagerClient {
     base: String,
@@ -99,6 +153,28 @@ impl ManagerClient {
         body: Option<&Value>,
     ) -> anyhow::Result<(Vec<u8>, Option<String>)> {
         let url = format!("{}{path}", self.base);
+        let mut response = self.send(method, path, body).await?;
+        let bytes = response
+            .body()
+            .limit(64 << 20)
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        let next = response
+            .headers()
+            .get(NEXT_CURSOR)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        Ok((bytes.to_vec(), next))
+    }
+
+    /// Makes a call; a 2xx answer, whose body is still to read, or the error it means.
+    async fn send(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Response> {
+        let url = format!("{}{path}", self.base);
         let mut request = self.client.request(method, &url);
         if let Some(bearer) = &self.bearer {
             request = request.insert_header((awc::http::header::AUTHORIZATION, bearer.as_str()));
@@ -123,19 +199,14 @@ impl ManagerClient {
                 self.base
             )
         })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
         let bytes = response
             .body()
             .limit(64 << 20)
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
-        if response.status().is_success() {
-            let next = response
-                .headers()
-                .get(NEXT_CURSOR)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            return Ok((bytes.to_vec(), next));
-        }
         let message = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v["Message"].as_str().map(String::from))
@@ -164,6 +235,25 @@ impl ManagerClient {
         let bytes = self.call(method, path, body).await?;
         serde_json::from_slice(&bytes)
             .with_context(|| format!("the manager at {} answered something unexpected", self.base))
+    }
+
+    /// `GET /events`: the event stream, after `since` (a cursor) or from now; with `nodes`,
+    /// every node's report every few seconds too.
+    pub async fn events(&self, since: Option<&str>, nodes: bool) -> anyhow::Result<EventStream> {
+        let mut path = format!("/events?nodes={nodes}");
+        if let Some(since) = since {
+            anyhow::ensure!(
+                since.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "{since:?} is not an event cursor: cursors look like 8582b189-42 (the `Cursor` of an event)"
+            );
+            path.push_str("&since=");
+            path.push_str(since);
+        }
+        let response = self.send(awc::http::Method::GET, &path, None).await?;
+        Ok(EventStream {
+            response,
+            buffer: Vec::new(),
+        })
     }
 
     /// `POST /tasks`.

@@ -169,34 +169,33 @@ pub async fn status(
     let tasks = client.tasks(filter).await?;
     match output {
         Output::Json => crate::out!("{}", serde_json::to_string_pretty(&tasks)?),
-        Output::Table => {
-            let rows: Vec<Vec<String>> = tasks
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.simple().to_string()[..12].to_string(),
-                        t.name.clone(),
-                        t.state().to_string(),
-                        t.node.clone().unwrap_or("-".into()),
-                        t.image.clone(),
-                        ports(t),
-                        t.restart_count.to_string(),
-                        age(t.start_time),
-                    ]
-                })
-                .collect();
-            crate::out_raw!(
-                "{}",
-                table::render(
-                    &[
-                        "ID", "NAME", "STATE", "NODE", "IMAGE", "PORTS", "RESTARTS", "AGE"
-                    ],
-                    &rows
-                )
-            );
-        }
+        Output::Table => crate::out_raw!("{}", task_table(tasks.iter())),
     }
     Ok(())
+}
+
+/// The table of `cube status`.
+pub fn task_table<'a>(tasks: impl Iterator<Item = &'a Task>) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .map(|t| {
+            vec![
+                t.id.simple().to_string()[..12].to_string(),
+                t.name.clone(),
+                t.state().to_string(),
+                t.node.clone().unwrap_or("-".into()),
+                t.image.clone(),
+                ports(t),
+                t.restart_count.to_string(),
+                age(t.start_time),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "ID", "NAME", "STATE", "NODE", "IMAGE", "PORTS", "RESTARTS", "AGE",
+        ],
+        &rows,
+    )
 }
 
 fn node_row(n: &NodeReport) -> Vec<String> {

@@ -5,3 +5,4 @@ pub mod commands;
 pub mod output;
 pub mod run;
 pub mod table;
+pub mod watch;

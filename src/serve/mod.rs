@@ -13,7 +13,7 @@ use cube_actors::remote_worker::{JoinRequest, RemoteConfig, http_base, is_loopba
 use cube_actors::resources::Resources;
 use cube_actors::secret::{Access, Keys, Token, TokenHash, write_private};
 use cube_actors::store::{SharedStore, Store, StoreKind};
-use cube_actors::telemetry::{StoreMetrics, WorkerMetrics};
+use cube_actors::telemetry::{MachineMetrics, StoreMetrics, WorkerMetrics};
 use cube_actors::worker::exit::RestartBudget;
 use cube_actors::worker::health::HealthSettings;
 use cube_actors::worker::{RuntimeKind, Worker, WorkerConfig};
@@ -145,9 +145,11 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
         in_process: false,
         telemetry: WorkerMetrics::default(),
     };
+    let machine = MachineMetrics::default();
     let (metrics_registry, http) = registry(|r| {
         config.telemetry.register(r);
         store_metrics.register(r);
+        machine.register(r);
     });
     let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
         .await
@@ -155,6 +157,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
     let state = WorkerState {
         worker: worker.clone(),
         name: name.clone(),
+        machine,
     };
     let what = format!("worker {name}");
     let durable = (settings.store == StoreChoice::Lmdb).then_some(&data_dir);
@@ -380,6 +383,7 @@ async fn start_manager_with(
         allow_privileged_ports: settings.allow_privileged_ports,
         allow_insecure_http: settings.allow_insecure_bind,
         max_waiting: settings.max_waiting.max(1),
+        max_events: settings.max_events.max(1),
         ..ManagerConfig::default()
     };
     let (metrics_registry, http) = registry(|r| {

@@ -293,6 +293,27 @@ impl Handler<WorkerStats> for Worker {
     fn handle(&mut self, _: WorkerStats, _: &mut Context<Self>) -> Self::Result {
         // The manager polls metrics every second or so: word from it.
         self.last_sync = Some(std::time::Instant::now());
+        self.sample()
+    }
+}
+
+/// The worker's latest metrics sample, for its own `GET /metrics` (not word from a manager).
+#[derive(Message)]
+#[rtype(result = "Result<Stats, WorkerError>")]
+pub struct Sample;
+
+/// Handler for [`Sample`].
+impl Handler<Sample> for Worker {
+    type Result = ResponseFuture<Result<Stats, WorkerError>>;
+
+    fn handle(&mut self, _: Sample, _: &mut Context<Self>) -> Self::Result {
+        self.sample()
+    }
+}
+
+impl Worker {
+    /// The machine's latest sample, with this worker's task count.
+    fn sample(&self) -> ResponseFuture<Result<Stats, WorkerError>> {
         let metrics = self.metrics.clone();
         // The task count is this worker's own (simulated nodes may share one collector).
         let active = self.active_count();

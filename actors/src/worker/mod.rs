@@ -41,6 +41,7 @@ use crate::telemetry::WorkerMetrics;
 use crate::unwritten::Unwritten;
 use exit::{ExitOutcome, RestartBudget, exit_outcome, short};
 use feed::{Answer, Cursor, Feed, FeedHead};
+pub use handlers::Sample;
 use health::HealthSettings;
 pub use protocol::*;
 
