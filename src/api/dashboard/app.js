@@ -236,6 +236,7 @@ async function runTask(form) {
     if (!tasks.has(stored.ID)) tasks.set(stored.ID, stored);
     drawTasks();
     say("Task " + stored.Name + " submitted (" + stored.ID.slice(0, 8) + ").");
+    form.elements["name"].value = "";
   } catch (e) {
     say("Not run: " + e.message, true);
   }
