@@ -24,6 +24,13 @@ pub struct Entry {
     /// The token workers enroll with (a manager's entry only).
     #[serde(rename = "JoinToken", default, skip_serializing_if = "Option::is_none")]
     pub join_token: Option<String>,
+    /// The token that reads only `GET /metrics`, for Prometheus (a manager's entry only).
+    #[serde(
+        rename = "MetricsToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub metrics_token: Option<String>,
     /// The CA certificate its certificate comes from (with TLS).
     #[serde(rename = "CaCert", default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
@@ -135,6 +142,7 @@ mod tests {
             address: "http://localhost:5555".into(),
             token: "cube-admin-xyz".into(),
             join_token: Some("cube-join-xyz".into()),
+            metrics_token: None,
             ca_cert: None,
         };
         save(dir.path(), &entry).unwrap();

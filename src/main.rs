@@ -262,8 +262,11 @@ struct TokenArgs {
     #[arg(long, short = 'm', env = "CUBE_MANAGER")]
     manager: Option<String>,
     /// The token workers enroll with, instead of the admin token.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "metrics")]
     join: bool,
+    /// The token that reads only GET /metrics (for Prometheus), instead of the admin token.
+    #[arg(long)]
+    metrics: bool,
 }
 
 #[derive(Subcommand)]
@@ -439,6 +442,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 entry
                     .join_token
                     .with_context(|| format!("{address} is not a manager: it has no join token"))?
+            } else if args.metrics {
+                entry.metrics_token.with_context(|| {
+                    format!("no metrics token for {address} here (a worker has none; a manager started before this version: start it again)")
+                })?
             } else {
                 entry.token
             };

@@ -168,6 +168,14 @@ async fn send(
         None => request.send().await,
     };
     let mut response = sent.map_err(|e| e.to_string())?;
+    let streamed = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streamed {
+        // The event stream does not end: its head is the answer.
+        return Ok((response.status().as_u16(), Vec::new()));
+    }
     let bytes = response
         .body()
         .limit(16 << 20)

@@ -155,6 +155,10 @@ fn check(ran: &Ran, prefix: &str) {
         "cube node rm extra" => ran.has("node extra removed"),
         _ if c.starts_with("kill $(cat /tmp/cube-worker-extra.pid)") => {}
         _ if c.starts_with("sleep ") => {}
+        "timeout 2 cube events --since 0 | head -3" => {
+            ran.has(&format!("node {prefix}-1  - -> Ready: joined"));
+            assert_eq!(ran.stdout.lines().count(), 3, "{}", ran.stdout);
+        }
         _ if c.starts_with("cube worker --listen") => {}
         _ if c.starts_with("curl") => check_curl(ran, prefix),
         _ => panic!("no check for README command `{c}`: add one to tests/readme.rs"),
@@ -166,6 +170,16 @@ fn check_curl(ran: &Ran, prefix: &str) {
     let c = ran.command;
     let curl_task = "7f3c2b1a-0e9d-4c8b-a7f6-e5d4c3b2a190";
     let book_task = "21b23589-5d2d-4731-b5c9-a97e9832d021";
+    if c.contains("/metrics") {
+        // Five states and three node statuses; the cluster's three nodes are Ready.
+        assert_eq!(ran.stdout.lines().count(), 8, "{}", ran.stdout);
+        assert!(
+            ran.stdout.contains("cube_nodes{status=\"Ready\"} 3"),
+            "{}",
+            ran.stdout
+        );
+        return;
+    }
     if c.contains("/logs") {
         assert!(!ran.stdout.trim().is_empty(), "`{c}` printed no log lines");
         return;

@@ -61,11 +61,13 @@ async fn raw(
 fn concrete(path: &str) -> String {
     path.replace("{id}", "21b23589-5d2d-4731-b5c9-a97e9832d021")
         .replace("{name}", "nobody")
+        .replace("{file}", "app.js")
 }
 
 /// Every route of the manager and of the worker, as their routers list them, answers 401 with
 /// no token and with a wrong one (with a JSON body and `WWW-Authenticate`), except
-/// `GET /health`; a join token opens only `POST /nodes`, and a worker takes neither the admin
+/// `GET /health` and the dashboard's files (which hold no data, and forbid other origins' frames
+/// and scripts); a join token opens only `POST /nodes`, and a worker takes neither the admin
 /// nor the join token of the cluster.
 #[actix_rt::test]
 async fn every_route_but_health_answers_401_without_a_valid_token() {
@@ -91,6 +93,18 @@ async fn every_route_but_health_answers_401_without_a_valid_token() {
             if method == Method::GET && path == "/health" {
                 let (status, _, _) = raw(method, &url, &[], None).await;
                 assert_eq!(status, 200, "{role} GET /health is open");
+                continue;
+            }
+            if method == Method::GET && (path == "/" || path.starts_with("/ui/")) {
+                let (status, headers, _) = raw(method, &url, &[], None).await;
+                assert_eq!(status, 200, "{role} GET {path} is open");
+                let policy = headers
+                    .get("content-security-policy")
+                    .unwrap()
+                    .to_str()
+                    .unwrap();
+                assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+                assert!(policy.contains("script-src 'self'"), "{policy}");
                 continue;
             }
             let wrong = "Bearer cube-admin-0000000000000000000000";

@@ -203,6 +203,7 @@ pub async fn start_worker(settings: &WorkerSettings) -> anyhow::Result<WorkerNod
             address: url.clone(),
             token: token.expose().to_string(),
             join_token: None,
+            metrics_token: None,
             ca_cert: (!settings.tls_ca.as_os_str().is_empty()).then(|| settings.tls_ca.clone()),
         };
         crate::access::save(dir, &entry)
@@ -440,6 +441,7 @@ async fn start_manager_with(
             address: url.clone(),
             token: admin_token.expose().to_string(),
             join_token: Some(join_token.expose().to_string()),
+            metrics_token: Some(metrics_token.expose().to_string()),
             ca_cert: (!settings.tls_ca.as_os_str().is_empty()).then(|| settings.tls_ca.clone()),
         };
         let path = crate::access::save(dir, &entry)
