@@ -156,3 +156,46 @@ fn frame(id: Option<&str>, kind: &str, data: &impl serde::Serialize) -> Bytes {
     text.push_str("\n\n");
     Bytes::from(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> Arc<Event> {
+        Arc::new(Event {
+            cursor: format!("e-{seq}"),
+            seq,
+            time: chrono::Utc::now(),
+            what: What::Node {
+                node: "n".into(),
+                from: None,
+                to: None,
+                reason: String::new(),
+            },
+        })
+    }
+
+    /// A subscriber that falls further behind than the live channel holds gets a reset, then the
+    /// events still held, never a silent gap.
+    #[actix_rt::test]
+    async fn a_subscriber_that_falls_behind_gets_a_reset() {
+        let (live, receiver) = broadcast::channel(2);
+        let mut stream = Stream {
+            pending: VecDeque::new(),
+            live: receiver,
+            loads: None,
+        };
+        for seq in 1..=5 {
+            live.send(event(seq)).unwrap();
+        }
+        let first = stream.next().await.unwrap();
+        let text = String::from_utf8_lossy(&first);
+        assert!(text.starts_with("event: reset\n"), "{text}");
+        assert!(text.contains("missed 3 events"), "{text}");
+        let next = stream.next().await.unwrap();
+        assert!(String::from_utf8_lossy(&next).starts_with("id: e-4\nevent: node\n"));
+        drop(live);
+        assert!(stream.next().await.unwrap().starts_with(b"id: e-5"));
+        assert_eq!(stream.next().await, None);
+    }
+}

@@ -203,11 +203,13 @@ pub async fn count_request(
     let began = std::time::Instant::now();
     let http = req.app_data::<HttpMetrics>().cloned();
     let method = method_label(req.method());
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
     let res = next.call(req).await?;
     if let Some(http) = http {
+        // The pattern of the route that answered (after a trailing slash was trimmed).
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string());
         let seconds = began.elapsed().as_secs_f64();
         http.answered(method, route, res.status().as_u16(), seconds);
     }

@@ -83,6 +83,7 @@ pub fn describe(event: &StreamEvent) -> Option<String> {
             state("To"),
             why(text("Reason"))
         )),
+        "reset" if text("Cursor").is_empty() => Some(format!("-- reset: {}", text("Reason"))),
         "reset" => Some(format!(
             "-- reset: {} (the events that follow come after {})",
             text("Reason"),

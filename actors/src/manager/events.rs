@@ -103,13 +103,14 @@ impl What {
     }
 }
 
-/// Why a subscriber's cursor could not be followed as asked.
+/// Why a subscriber's cursor could not be followed as asked (`"Kind": "Reset"` in JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(tag = "Kind", rename_all = "PascalCase")]
 pub struct Reset {
     /// In words.
     pub reason: String,
-    /// The cursor the stream goes on from (the events after it follow).
+    /// The cursor the stream goes on from (the events after it follow); empty when the stream
+    /// goes on with the live events.
     pub cursor: String,
 }
 
