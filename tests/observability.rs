@@ -401,6 +401,20 @@ fn cube(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `cube run` of a task called `name` on the manager at `m`.
+fn run(m: &str, name: &str, extra: &[&str]) {
+    let args = [
+        "run",
+        "-m",
+        m,
+        "--image",
+        "cube/echo:latest",
+        "--name",
+        name,
+    ];
+    cube(&[&args[..], extra].concat());
+}
+
 /// `cube events` shows a task's transitions as they happen; `--since` resumes right after a
 /// cursor, and a cursor older than the retained events gets the reset line first;
 /// `cube status --watch` redraws its table from the stream.
@@ -435,15 +449,7 @@ fn cube_events_shows_transitions_live_and_an_old_cursor_gets_a_reset() {
     watch.until(&["0 tasks at"]);
     // The stream is followed before anything is submitted: its first line is the task's.
     std::thread::sleep(Duration::from_millis(300));
-    cube(&[
-        "run",
-        "-m",
-        m,
-        "--image",
-        "cube/echo:latest",
-        "--name",
-        "ev1",
-    ]);
+    run(m, "ev1", &[]);
     events.until(&["task ev1", "- -> Pending"]);
     events.until(&["task ev1", "Pending -> Scheduled on node-"]);
     let running = events.until(&["task ev1", "Scheduled -> Running on node-"]);
@@ -465,16 +471,7 @@ fn cube_events_shows_transitions_live_and_an_old_cursor_gets_a_reset() {
 
     // More events than the manager keeps (6): the first cursor is gone.
     for name in ["ev2", "ev3"] {
-        cube(&[
-            "run",
-            "-m",
-            m,
-            "--image",
-            "cube/echo:latest",
-            "--name",
-            name,
-            "--wait",
-        ]);
+        run(m, name, &["--wait"]);
     }
     let first = format!("{}-1", cursor.rsplit_once('-').unwrap().0);
     let mut old = cube_lines(&["events", "-m", m, "--since", &first]);

@@ -274,6 +274,49 @@ async fn finished_tasks_beyond_the_retention_are_pruned_on_manager_and_worker() 
     }
 }
 
+/// A prune of more finished tasks than one slice (200) removes them all, a slice at a time,
+/// here and on the node.
+#[actix_rt::test]
+async fn a_prune_larger_than_a_slice_removes_every_finished_task() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first timed prune comes after the 450 tasks are in and finished.
+    let (base, _manager) = http_manager(dir.path(), |s| {
+        s.retain_finished = 0;
+        s.prune_interval_ms = 4000;
+    })
+    .await;
+    let worker = http_worker(
+        RuntimeChoice::Sim,
+        StoreChoice::Memory,
+        dir.path(),
+        Some(&base),
+    )
+    .await;
+    for i in 0..450 {
+        let (status, body) = post(&format!("{base}/tasks"), &quick(&format!("p{i}"))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (_, on_manager) = get(&format!("{base}/tasks")).await;
+        let (_, on_worker) = get(&format!("{worker}/tasks")).await;
+        let (left, there) = (
+            on_manager.as_array().unwrap(),
+            on_worker.as_array().unwrap(),
+        );
+        if left.is_empty() && there.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} left on the manager, {} on the node",
+            left.len(),
+            there.len()
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `?purge` removes a finished task (409 for a live one), `POST /tasks/prune` all of them, and
 /// `GET /tasks` filters by state, node and name and pages with a cursor.
 #[actix_rt::test]

@@ -50,6 +50,10 @@ pub struct ManagerState {
     pub in_flight: Arc<AtomicUsize>,
     /// The most submissions handled at once; more get 429.
     pub max_in_flight: usize,
+    /// Tasks waiting to start, as the manager last counted them (see `ManagerConfig::waiting`).
+    pub waiting: Arc<AtomicUsize>,
+    /// Submissions are refused here while this many tasks wait (the manager checks it too).
+    pub max_waiting: usize,
 }
 
 /// Every route of the manager: method, path, handler. The router is built from this list, and
@@ -138,6 +142,15 @@ async fn submit(
             .json(body));
     }
     let stop = event.state == cube_actors::task::TaskState::Completed;
+    let waiting = state.waiting.load(Ordering::Relaxed);
+    if !stop && waiting >= state.max_waiting {
+        // Refused before it queues for the manager: under overload, a refusal stays cheap.
+        return Err(cube_actors::manager::ManagerError::Busy(format!(
+            "{waiting} tasks are waiting to start (the most is {}); retry in a second",
+            state.max_waiting
+        ))
+        .into());
+    }
     let task = state.manager.send(Submit(event.into_inner())).await??;
     Ok(if stop {
         HttpResponse::Ok().json(task)
@@ -324,11 +337,14 @@ mod tests {
     }
 
     async fn state_with(in_flight: usize, max: usize, config: ManagerConfig) -> ManagerState {
+        let (waiting, max_waiting) = (config.waiting.clone(), config.max_waiting);
         let manager = Manager::start(config, Store::memory()).await.unwrap();
         ManagerState {
             manager,
             in_flight: Arc::new(AtomicUsize::new(in_flight)),
             max_in_flight: max,
+            waiting,
+            max_waiting,
         }
     }
 

@@ -394,6 +394,7 @@ async fn start_manager_with(
             local.workers.register(r);
         }
     });
+    let (waiting, max_waiting) = (config.waiting.clone(), config.max_waiting);
     let manager = Manager::start(config, store.clone())
         .await
         .context("manager: cannot load its tasks")?;
@@ -401,6 +402,8 @@ async fn start_manager_with(
         manager: manager.clone(),
         in_flight: Default::default(),
         max_in_flight: settings.max_in_flight.max(1),
+        waiting,
+        max_waiting,
     };
     let durable = (settings.store == StoreChoice::Lmdb).then_some(&settings.data_dir);
     let file = |name: &str| durable.map(|d| d.join(name));

@@ -433,7 +433,7 @@ impl TaskBook {
 
     /// The finished tasks the retention does not keep at `now`: beyond the count (oldest first)
     /// and older than the age.
-    pub fn prunable(&self, now: DateTime<Utc>, retention: Retention) -> Vec<TaskId> {
+    pub fn prunable(&self, now: DateTime<Utc>, retention: Retention, most: usize) -> Vec<TaskId> {
         let excess = self.finished.len().saturating_sub(retention.max_finished);
         let cutoff = chrono::Duration::from_std(retention.max_age)
             .ok()
@@ -445,6 +445,7 @@ impl TaskBook {
             .take_while(|(i, (at, _))| *i < excess || *at < cutoff)
             .map(|(_, (_, id))| *id)
             .filter(|id| !self.unwritten.is_writing(id))
+            .take(most)
             .collect()
     }
 }

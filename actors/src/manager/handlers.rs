@@ -76,8 +76,7 @@ impl Manager {
                 },
             ))));
         }
-        let waiting = self.book.count_in(crate::task::TaskState::Pending)
-            + self.book.count_in(crate::task::TaskState::Scheduled);
+        let waiting = self.count_waiting();
         if waiting >= self.config.max_waiting {
             return Box::pin(fut::ready(Err(ManagerError::Busy(format!(
                 "{waiting} tasks are waiting to start (the most is {}); retry in a second",

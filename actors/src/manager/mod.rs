@@ -131,6 +131,9 @@ pub struct ManagerConfig {
     /// Submissions are refused (429) while this many tasks wait to start (Pending or Scheduled):
     /// beyond what the cluster starts in about a second, a longer queue only adds latency.
     pub max_waiting: usize,
+    /// How many tasks wait to start (Pending or Scheduled), as the manager last counted them:
+    /// the HTTP edge reads it to refuse submissions before they queue for the manager.
+    pub waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// At most this many events are kept for `GET /events` (and for at most the retention's age).
     pub max_events: usize,
     /// Where the manager counts what it does (shown by `GET /metrics`).
@@ -152,6 +155,7 @@ impl Default for ManagerConfig {
             allow_privileged_ports: false,
             allow_insecure_http: false,
             max_waiting: 2000,
+            waiting: Default::default(),
             max_events: 10_000,
             telemetry: ManagerMetrics::default(),
         }
@@ -185,6 +189,8 @@ pub struct Manager {
     enrollments: HashMap<String, Enrollment>,
     /// What happened, for `GET /events`.
     events: EventLog,
+    /// Whether a prune is under way (a slice at a time).
+    pruning: bool,
     /// Every node's report, every [`LOAD_INTERVAL`] while someone listens.
     loads: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<crate::node::NodeReport>>>,
 }
@@ -221,6 +227,7 @@ impl Manager {
             let mut manager = Manager {
                 events: EventLog::new(config.max_events, config.retention.max_age),
                 loads: tokio::sync::broadcast::channel(4).0,
+                pruning: false,
                 nodes: NodeBook::new(config.unreachable_after, config.node_down_after),
                 config,
                 store,
@@ -333,8 +340,27 @@ impl Manager {
             })
     }
 
+    /// Awaits `work` in a task of its own, then runs `then` on the manager with its outcome.
+    ///
+    /// For waits that can be long (a sync's long poll): actix polls every future spawned on a
+    /// context each time the context wakes, so a thousand long polls parked there would make
+    /// every message the manager handles cost a thousand polls.
+    pub(super) fn off_context<T: Send + 'static>(
+        &self,
+        ctx: &Context<Self>,
+        work: impl std::future::Future<Output = T> + 'static,
+        then: impl FnOnce(&mut Manager, T, &mut Context<Manager>) + Send + 'static,
+    ) {
+        let manager = ctx.address();
+        actix::spawn(async move {
+            let outcome = work.await;
+            manager.do_send(Resume(Box::new(move |act, ctx| then(act, outcome, ctx))));
+        });
+    }
+
     /// A durable change: counted, and told to the event stream's subscribers.
     fn published(&mut self, change: &Change, name: Option<&str>) {
+        self.count_waiting();
         self.config.telemetry.transition(
             change.from,
             change.to,
@@ -343,6 +369,16 @@ impl Manager {
         if let Some(what) = What::of_change(change, name) {
             self.events.push(what, change.at);
         }
+    }
+
+    /// How many tasks wait to start (Pending or Scheduled); also published for the HTTP edge.
+    pub(super) fn count_waiting(&self) -> usize {
+        let waiting = self.book.count_in(crate::task::TaskState::Pending)
+            + self.book.count_in(crate::task::TaskState::Scheduled);
+        self.config
+            .waiting
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
+        waiting
     }
 
     /// A node joined (`from` None), changed status, or left (`to` None): an event.
@@ -486,6 +522,26 @@ impl Manager {
         }
     }
 }
+
+/// Work finished off the manager's context, coming back to it (see [`Manager::off_context`]).
+struct Resume(Box<dyn FnOnce(&mut Manager, &mut Context<Manager>) + Send>);
+
+impl Message for Resume {
+    type Result = ();
+}
+
+impl Handler<Resume> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, Resume(then): Resume, ctx: &mut Context<Self>) {
+        then(self, ctx);
+    }
+}
+
+/// Finished tasks removed per turn of a prune.
+const PRUNE_SLICE: usize = 200;
+/// The pause between two slices of a prune (other messages go first).
+const PRUNE_PAUSE: Duration = Duration::from_millis(10);
 
 /// How many slices the nodes are polled in, one slice at a time, over each poll interval.
 const POLL_SLICES: usize = 10;

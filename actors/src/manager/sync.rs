@@ -10,8 +10,8 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::future::join_all;
 
-use super::Manager;
 use super::book::BookError;
+use super::{Manager, PRUNE_PAUSE, PRUNE_SLICE};
 use crate::scheduler::actor::NodeUsage;
 use crate::task::{Task, TaskId};
 use crate::worker::{ForgetTask, PROTOCOL_VERSION, Sync, SyncReply, WorkerStats};
@@ -41,7 +41,22 @@ impl Manager {
         };
         let handle = handle.clone();
         let fut = async move { handle.send(request).await };
-        ctx.spawn(fut.into_actor(self).then(move |res, act, ctx| {
+        // A long poll waits up to `sync_wait`: off the manager's context (see `off_context`).
+        self.off_context(ctx, fut, move |act, res, ctx| {
+            act.synced(name, generation, res, ctx)
+        });
+    }
+
+    /// A node answered a sync (or failed to): its changes are applied, and once they are
+    /// durable here its cursor moves and it is asked again.
+    fn synced(
+        &mut self,
+        name: String,
+        generation: u64,
+        res: Result<SyncReply, crate::worker::WorkerError>,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(fut::ready(res).then(move |res, act: &mut Manager, ctx| {
             let current = act
                 .nodes
                 .get(&name)
@@ -195,7 +210,7 @@ impl Manager {
         entry.polling = true;
         let handle = handle.clone();
         let fut = async move { handle.send(WorkerStats).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        self.off_context(ctx, fut, move |act, res, ctx| {
             let Some(entry) = act.nodes.get_mut(&name) else {
                 return;
             };
@@ -217,20 +232,33 @@ impl Manager {
                 Err(e) => act.nodes.failed(&name, e.to_string()),
             };
             act.status_changed(&name, status, ctx);
-        }));
+        });
     }
 
-    /// Removes the finished tasks the retention does not keep, here and on their nodes.
+    /// Removes the finished tasks the retention does not keep, here and on their nodes, a
+    /// slice at a time: thousands of removals at once (a busy cluster's five seconds) would hold
+    /// every other message, and the stores' writers, behind them.
     pub(super) fn prune(&mut self, ctx: &mut Context<Self>) {
-        self.events.prune(Utc::now());
-        let doomed = self.book.prunable(Utc::now(), self.config.retention);
-        if doomed.is_empty() {
+        if self.pruning {
             return;
         }
-        log::debug!("pruning {} finished tasks", doomed.len());
-        for id in doomed {
+        self.events.prune(Utc::now());
+        self.prune_slice(ctx);
+    }
+
+    fn prune_slice(&mut self, ctx: &mut Context<Self>) {
+        let doomed = self
+            .book
+            .prunable(Utc::now(), self.config.retention, PRUNE_SLICE + 1);
+        let more = doomed.len() > PRUNE_SLICE;
+        log::debug!("pruning {} finished tasks", doomed.len().min(PRUNE_SLICE));
+        for id in doomed.into_iter().take(PRUNE_SLICE) {
             // Prunable means finished and not being written: the removal is accepted.
             let _ = self.purge(id, ctx);
+        }
+        self.pruning = more;
+        if more {
+            ctx.run_later(PRUNE_PAUSE, |act, ctx| act.prune_slice(ctx));
         }
     }
 

@@ -144,8 +144,8 @@ pub struct ManagedContainer {
     pub task_id: Option<TaskId>,
     /// The task's placement it was started for, from its label (None if absent).
     pub placement: Option<u64>,
-    /// The task as it was started, from its label (None if absent or unreadable): what a
-    /// worker that lost its store adopts the container from.
+    /// The task as it was started, from its label (None if absent or unreadable, and for a
+    /// container that is not running): what a worker that lost its store adopts it from.
     pub task: Option<Task>,
     /// The store epoch of the worker that started it, from its label.
     pub store: Option<String>,
@@ -233,10 +233,14 @@ pub struct Logs {
     pub query: LogQuery,
 }
 
-/// Lists every container this worker created (by its labels), running or not.
+/// Lists the containers this worker created (by their labels): the running ones, or (`all`)
+/// every one.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ManagedContainer>, RuntimeError>")]
-pub struct ListManaged;
+pub struct ListManaged {
+    /// Stopped containers too.
+    pub all: bool,
+}
 
 /// Checks that the engine answers.
 #[derive(Message)]

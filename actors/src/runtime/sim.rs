@@ -313,16 +313,19 @@ impl Handler<Logs> for SimRuntime {
 impl Handler<ListManaged> for SimRuntime {
     type Result = Result<Vec<ManagedContainer>, RuntimeError>;
 
-    fn handle(&mut self, _: ListManaged, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ListManaged, _: &mut Context<Self>) -> Self::Result {
         Ok(self
             .containers
             .lock()
             .iter()
+            .filter(|(_, c)| msg.all || c.info.status == ContainerStatus::Running)
             .map(|(id, c)| ManagedContainer {
                 id: id.clone(),
                 task_id: Some(c.task_id),
                 placement: Some(c.placement),
-                task: Some(c.task.clone()),
+                // What adoption needs, for running containers only (a listing of all would
+                // otherwise copy every finished task the node keeps).
+                task: (c.info.status == ContainerStatus::Running).then(|| c.task.clone()),
                 store: Some(c.store.clone()),
                 running: c.info.status == ContainerStatus::Running,
             })

@@ -133,6 +133,8 @@ pub struct Worker {
     orphans: HashMap<String, std::time::Instant>,
     /// When a manager last asked for the feed or the metrics (None: never).
     last_sync: Option<std::time::Instant>,
+    /// How many reconciles have run (every few lists stopped containers too).
+    reconciles: u64,
 }
 
 impl Worker {
@@ -189,6 +191,7 @@ impl Worker {
                 health_tick: None,
                 orphans: HashMap::new(),
                 last_sync: None,
+                reconciles: 0,
             }
         });
         // Before anyone can ask: containers whose task the store lost are taken back.

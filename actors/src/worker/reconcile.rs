@@ -1,15 +1,19 @@
 //! The periodic reconcile: the worker's tasks compared with what the runtime says.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::Worker;
 use super::exit::short;
-use crate::runtime::{ContainerExited, ContainerStatus, Inspect, ListManaged, Remove, Stop};
+use crate::runtime::{
+    ContainerExited, ContainerStatus, Inspect, ListManaged, ManagedContainer, Remove, Stop,
+};
 use crate::task::{TaskId, TaskState};
 use crate::telemetry::StopCause;
+
+/// Every how many reconciles the stopped containers are listed too.
+const FULL_LISTING_EVERY: u64 = 10;
 
 impl Worker {
     /// Compares the tasks with the runtime and applies what changed: Running tasks whose
@@ -23,27 +27,13 @@ impl Worker {
             .filter(|t| t.state() == TaskState::Running)
             .map(|t| (t.id, t.container_id.clone()))
             .collect();
-        // What each settled task's current container is (a task still starting is left alone).
-        let current: HashMap<TaskId, (String, bool)> = self
-            .tasks
-            .values()
-            .filter(|t| t.state() != TaskState::Scheduled)
-            .map(|t| (t.id, (t.container_id.clone(), t.is_finished())))
-            .collect();
-        let previous: HashSet<String> = self
-            .tasks
-            .values()
-            .map(|t| t.previous_container_id.clone())
-            .filter(|c| !c.is_empty())
-            .collect();
-        let known: HashSet<TaskId> = self.tasks.keys().copied().collect();
-        let store = self.feed.epoch().to_string();
+        // The running containers every time; the stopped ones too (kept with finished tasks,
+        // as many as the history) only every few times, so that a reconcile costs what runs.
+        let all = self.reconciles.is_multiple_of(FULL_LISTING_EVERY);
+        self.reconciles += 1;
         let runtime = self.runtime.clone();
-        let timeout = self.config.stop_timeout;
-        let telemetry = self.config.telemetry.clone();
         let fut = async move {
             let mut seen = Vec::new();
-            let mut unowned = Vec::new();
             for (task_id, container_id) in running {
                 let inspect = Inspect {
                     container_id: container_id.clone(),
@@ -56,47 +46,15 @@ impl Worker {
                     }
                 }
             }
-            if let Ok(Ok(managed)) = runtime.send(ListManaged).await {
-                for c in managed {
-                    if !c.task_id.is_some_and(|id| known.contains(&id)) {
-                        // Only what this store's worker made: a container of another store
-                        // (another cluster's worker of the same name) is left alone.
-                        if c.store.as_deref() == Some(store.as_str()) {
-                            unowned.push(c.id);
-                        }
-                        continue;
-                    }
-                    let Some((container, finished)) = c.task_id.and_then(|id| current.get(&id))
-                    else {
-                        continue;
-                    };
-                    if *container != c.id && !previous.contains(&c.id) {
-                        log::info!("reconcile: removing {}, an old container", short(&c.id));
-                        telemetry.stopped(StopCause::Stray);
-                        let _ = runtime
-                            .send(Stop {
-                                container_id: c.id.clone(),
-                                timeout,
-                            })
-                            .await;
-                        let _ = runtime.send(Remove { container_id: c.id }).await;
-                    } else if *finished && c.running {
-                        log::info!("reconcile: stopping {} of a finished task", short(&c.id));
-                        telemetry.stopped(StopCause::Stray);
-                        let _ = runtime
-                            .send(Stop {
-                                container_id: c.id,
-                                timeout,
-                            })
-                            .await;
-                    }
-                }
-            }
-            (seen, Some(unowned))
+            let managed = match runtime.send(ListManaged { all }).await {
+                Ok(Ok(managed)) => Some(managed),
+                _ => None,
+            };
+            (seen, managed)
         };
-        ctx.spawn(fut.into_actor(self).map(|(seen, unowned), act, ctx| {
-            if let Some(unowned) = unowned {
-                act.reap(unowned, ctx);
+        ctx.spawn(fut.into_actor(self).map(move |(seen, managed), act, ctx| {
+            if let Some(managed) = managed {
+                act.sort_out(managed, all, ctx);
             }
             for (task_id, info) in seen {
                 match info.status {
@@ -124,12 +82,75 @@ impl Worker {
         }));
     }
 
+    /// Compares the containers the runtime lists (`all`: stopped ones too) with the tasks:
+    /// stops and removes the containers of an older start or placement, stops the running
+    /// containers of finished tasks, and reaps those no task owns.
+    fn sort_out(&mut self, managed: Vec<ManagedContainer>, all: bool, ctx: &mut Context<Self>) {
+        let store = self.feed.epoch().to_string();
+        let mut unowned = Vec::new();
+        let mut stale = Vec::new();
+        let mut stop = Vec::new();
+        for c in managed {
+            let Some(task) = c.task_id.and_then(|id| self.tasks.get(&id)) else {
+                // Only what this store's worker made: a container of another store (another
+                // cluster's worker of the same name) is left alone.
+                if c.store.as_deref() == Some(store.as_str()) {
+                    unowned.push(c.id);
+                }
+                continue;
+            };
+            if task.state() == TaskState::Scheduled {
+                // Still starting: its container may be the one being made.
+                continue;
+            }
+            if task.container_id != c.id && task.previous_container_id != c.id {
+                log::info!("reconcile: removing {}, an old container", short(&c.id));
+                stale.push(c.id);
+            } else if task.is_finished() && c.running {
+                log::info!("reconcile: stopping {} of a finished task", short(&c.id));
+                stop.push(c.id);
+            }
+        }
+        self.reap(unowned, all, ctx);
+        if stale.is_empty() && stop.is_empty() {
+            return;
+        }
+        for _ in stale.iter().chain(&stop) {
+            self.config.telemetry.stopped(StopCause::Stray);
+        }
+        let runtime = self.runtime.clone();
+        let timeout = self.config.stop_timeout;
+        ctx.spawn(
+            async move {
+                for (container_id, remove) in stale
+                    .into_iter()
+                    .map(|c| (c, true))
+                    .chain(stop.into_iter().map(|c| (c, false)))
+                {
+                    let stop = Stop {
+                        container_id: container_id.clone(),
+                        timeout,
+                    };
+                    let _ = runtime.send(stop).await;
+                    if remove {
+                        let _ = runtime.send(Remove { container_id }).await;
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Removes the containers of this worker's store that no task owns, once they have been
     /// seen so for three reconcile intervals (a container being created for a task is briefly
     /// unowned).
-    fn reap(&mut self, unowned: Vec<String>, ctx: &mut Context<Self>) {
+    /// With `all` false only running containers were listed: the stopped orphans seen before
+    /// are kept until the next listing of all.
+    fn reap(&mut self, unowned: Vec<String>, all: bool, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.orphans.retain(|id, _| unowned.contains(id));
+        if all {
+            self.orphans.retain(|id, _| unowned.contains(id));
+        }
         let mut doomed = Vec::new();
         for id in unowned {
             let first_seen = *self.orphans.entry(id.clone()).or_insert(now);

@@ -211,8 +211,10 @@ fn only_finished_tasks_are_removed_and_pruning_keeps_the_newest() {
         max_finished: 2,
         max_age: Duration::from_secs(3600),
     };
-    let doomed = book.prunable(Utc::now(), keep_two);
+    let doomed = book.prunable(Utc::now(), keep_two, usize::MAX);
     assert_eq!(doomed.len(), 3);
+    // A slice of them, oldest first.
+    assert_eq!(book.prunable(Utc::now(), keep_two, 2), doomed[..2]);
     for id in doomed {
         let change = book.remove(id).unwrap();
         assert_eq!(change.to, None);
@@ -225,7 +227,7 @@ fn only_finished_tasks_are_removed_and_pruning_keeps_the_newest() {
         max_age: Duration::from_secs(1),
     };
     let later = Utc::now() + chrono::Duration::seconds(10);
-    assert_eq!(book.prunable(later, young).len(), 2);
+    assert_eq!(book.prunable(later, young, usize::MAX).len(), 2);
     assert!(book.get(&live).is_some());
 }
 

@@ -195,7 +195,7 @@ impl Handler<Logs> for DockerRuntime {
 impl Handler<ListManaged> for DockerRuntime {
     type Result = ResponseFuture<Result<Vec<ManagedContainer>, RuntimeError>>;
 
-    fn handle(&mut self, _: ListManaged, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ListManaged, _: &mut Context<Self>) -> Self::Result {
         let client = self.client();
         let worker = self.worker.clone();
         Box::pin(async move {
@@ -208,7 +208,7 @@ impl Handler<ListManaged> for DockerRuntime {
                 ],
             )]);
             let options = ListContainersOptionsBuilder::default()
-                .all(true)
+                .all(msg.all)
                 .filters(&filters)
                 .build();
             let containers = docker
@@ -221,7 +221,12 @@ impl Handler<ListManaged> for DockerRuntime {
                     let labels = c.labels.as_ref()?;
                     let task_id = labels.get(LABEL_TASK_ID)?.parse().ok();
                     let placement = labels.get(LABEL_PLACEMENT).and_then(|p| p.parse().ok());
-                    let task = labels.get(LABEL_TASK).and_then(|t| task_from_label(t));
+                    let running = c.state.map(|s| s.to_string()) == Some("running".into());
+                    // What adoption needs, read for running containers only.
+                    let task = labels
+                        .get(LABEL_TASK)
+                        .filter(|_| running)
+                        .and_then(|t| task_from_label(t));
                     let store = labels.get(LABEL_STORE).cloned();
                     Some(ManagedContainer {
                         id: c.id?,
@@ -229,7 +234,7 @@ impl Handler<ListManaged> for DockerRuntime {
                         placement,
                         task,
                         store,
-                        running: c.state.map(|s| s.to_string()) == Some("running".into()),
+                        running,
                     })
                 })
                 .collect())
