@@ -524,7 +524,10 @@ impl Manager {
 }
 
 /// Work finished off the manager's context, coming back to it (see [`Manager::off_context`]).
-struct Resume(Box<dyn FnOnce(&mut Manager, &mut Context<Manager>) + Send>);
+struct Resume(Box<ResumeFn>);
+
+/// What comes back to the manager: a closure over it.
+type ResumeFn = dyn FnOnce(&mut Manager, &mut Context<Manager>) + Send;
 
 impl Message for Resume {
     type Result = ();
