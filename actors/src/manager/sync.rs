@@ -56,75 +56,80 @@ impl Manager {
         res: Result<SyncReply, crate::worker::WorkerError>,
         ctx: &mut Context<Self>,
     ) {
-        ctx.spawn(fut::ready(res).then(move |res, act: &mut Manager, ctx| {
-            let current = act
-                .nodes
-                .get(&name)
-                .is_some_and(|e| e.generation == generation);
-            let writes = match res {
-                Ok(reply) if current && reply.protocol == PROTOCOL_VERSION => {
-                    let status = act.nodes.answered(&name, Utc::now());
-                    act.status_changed(&name, status, ctx);
-                    let cursor = reply.cursor();
-                    Some((act.apply_sync(&name, reply, ctx), cursor))
-                }
-                Ok(reply) if current => {
-                    let e = format!(
-                        "the worker speaks protocol {}, this manager {PROTOCOL_VERSION}",
-                        reply.protocol
-                    );
-                    let status = act.nodes.failed(&name, e);
-                    act.status_changed(&name, status, ctx);
-                    None
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    if current {
-                        let status = act.nodes.failed(&name, e.to_string());
-                        act.status_changed(&name, status, ctx);
-                    }
-                    None
-                }
-            };
-            let writes = writes.map(|(writes, cursor)| (join_all(writes), cursor));
-            async move {
-                match writes {
-                    Some((writes, cursor)) => {
-                        let ok = writes.await.into_iter().all(|r| r == Ok(true));
-                        ok.then_some(cursor)
-                    }
-                    None => None,
-                }
+        let current = self
+            .nodes
+            .get(&name)
+            .is_some_and(|e| e.generation == generation);
+        let writes = match res {
+            Ok(reply) if current && reply.protocol == PROTOCOL_VERSION => {
+                let status = self.nodes.answered(&name, Utc::now());
+                self.status_changed(&name, status, ctx);
+                let cursor = reply.cursor();
+                Some((self.apply_sync(&name, reply, ctx), cursor))
             }
-            .into_actor(act)
-            .map(move |cursor, act, ctx| {
-                let Some(entry) = act
-                    .nodes
-                    .get_mut(&name)
-                    .filter(|e| e.generation == generation)
-                else {
-                    return;
-                };
-                entry.syncing = false;
-                match cursor {
-                    Some(cursor) => {
-                        let first = entry.cursor.is_none();
-                        act.nodes.advance(&name, generation, cursor);
-                        if first {
-                            // Its feed is applied: it may take tasks now.
-                            act.publish_node(&name);
-                            act.place_pending(ctx);
-                        }
-                        act.retry_forgets(&name, ctx);
-                        act.sync(name, ctx);
-                    }
-                    None => {
-                        let wait = entry.retry.next_wait();
-                        ctx.run_later(wait, move |act, ctx| act.sync(name, ctx));
-                    }
+            Ok(reply) if current => {
+                let e = format!(
+                    "the worker speaks protocol {}, this manager {PROTOCOL_VERSION}",
+                    reply.protocol
+                );
+                let status = self.nodes.failed(&name, e);
+                self.status_changed(&name, status, ctx);
+                None
+            }
+            Ok(_) => None,
+            Err(e) => {
+                if current {
+                    let status = self.nodes.failed(&name, e.to_string());
+                    self.status_changed(&name, status, ctx);
                 }
-            })
-        }));
+                None
+            }
+        };
+        // The node's cursor moves once the writes of its changes are durable here.
+        let durable = async move {
+            let (writes, cursor) = writes?;
+            let ok = join_all(writes).await.into_iter().all(|r| r == Ok(true));
+            ok.then_some(cursor)
+        };
+        self.off_context(ctx, durable, move |act, cursor, ctx| {
+            act.sync_done(name, generation, cursor, ctx)
+        });
+    }
+
+    /// A sync's changes are durable (`cursor`: where the node's feed is now applied), or it
+    /// failed (`None`): the node is asked again, at once or after its back-off.
+    fn sync_done(
+        &mut self,
+        name: String,
+        generation: u64,
+        cursor: Option<crate::worker::feed::Cursor>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(entry) = self
+            .nodes
+            .get_mut(&name)
+            .filter(|e| e.generation == generation)
+        else {
+            return;
+        };
+        entry.syncing = false;
+        match cursor {
+            Some(cursor) => {
+                let first = entry.cursor.is_none();
+                self.nodes.advance(&name, generation, cursor);
+                if first {
+                    // Its feed is applied: it may take tasks now.
+                    self.publish_node(&name);
+                    self.place_pending(ctx);
+                }
+                self.retry_forgets(&name, ctx);
+                self.sync(name, ctx);
+            }
+            None => {
+                let wait = entry.retry.next_wait();
+                ctx.run_later(wait, move |act, ctx| act.sync(name, ctx));
+            }
+        }
     }
 
     /// Applies one sync reply from `node`; returns the writes it started, which must be durable
