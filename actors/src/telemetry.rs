@@ -245,14 +245,19 @@ impl ManagerMetrics {
                 .set(count);
         }
         let mut by_status = [0i64; 3];
-        for family in [&self.offered_memory, &self.reserved_memory] {
-            family.clear();
-        }
-        for family in [&self.offered_disk, &self.reserved_disk, &self.node_tasks] {
-            family.clear();
-        }
+        // Rebuilt from `nodes`: a node that left has no series any more.
         self.offered_cpu.clear();
         self.reserved_cpu.clear();
+        let per_node = [
+            &self.offered_memory,
+            &self.reserved_memory,
+            &self.offered_disk,
+            &self.reserved_disk,
+            &self.node_tasks,
+        ];
+        for family in per_node {
+            family.clear();
+        }
         for node in nodes {
             by_status[node.status as usize] += 1;
             let label = [("node", node.name.clone())];

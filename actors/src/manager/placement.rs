@@ -36,32 +36,27 @@ impl Manager {
         let avoid = self.book.avoided(&id);
         let decision = self.scheduler.send(PlaceAvoiding { task, avoid });
         let began = Instant::now();
-        ctx.spawn(
-            decision
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    if let Ok(decided) = &res {
-                        let seconds = began.elapsed().as_secs_f64();
-                        act.config.telemetry.placed(decided.is_ok(), seconds);
+        ctx.spawn(decision.into_actor(self).map(move |res, act, ctx| {
+            if let Ok(decided) = &res {
+                let seconds = began.elapsed().as_secs_f64();
+                act.config.telemetry.placed(decided.is_ok(), seconds);
+            }
+            match res {
+                Ok(Ok(node)) => act.assign(id, node, ctx),
+                Ok(Err(unplaceable)) => {
+                    act.book.set_in_flight(id, false);
+                    let reason = format!("waiting for a node: {unplaceable}");
+                    if let Some(change) = act.book.keep_pending(id, reason) {
+                        log::info!("task {id} stays Pending: {}", change.reason);
+                        act.commit_later(change, ctx);
                     }
-                    res
-                })
-                .map(move |res, act, ctx| match res {
-                    Ok(Ok(node)) => act.assign(id, node, ctx),
-                    Ok(Err(unplaceable)) => {
-                        act.book.set_in_flight(id, false);
-                        let reason = format!("waiting for a node: {unplaceable}");
-                        if let Some(change) = act.book.keep_pending(id, reason) {
-                            log::info!("task {id} stays Pending: {}", change.reason);
-                            act.commit_later(change, ctx);
-                        }
-                    }
-                    Err(e) => {
-                        act.book.set_in_flight(id, false);
-                        log::error!("task {id}: scheduler unavailable: {e}");
-                    }
-                }),
-        );
+                }
+                Err(e) => {
+                    act.book.set_in_flight(id, false);
+                    log::error!("task {id}: scheduler unavailable: {e}");
+                }
+            }
+        }));
     }
 
     /// Records the placement on `node` durably (a new placement number), then sends the task.
