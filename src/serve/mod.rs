@@ -319,13 +319,14 @@ pub struct ManagerNode {
     pub server: Server,
 }
 
-fn open_store(
+/// Opens the store of `store` kind (durable in `dir`) and its writer, which counts its commits
+/// in `metrics`.
+fn open_shared(
     store: StoreChoice,
     dir: &std::path::Path,
     map_size_mib: usize,
-    what: &str,
     metrics: StoreMetrics,
-) -> anyhow::Result<Addr<Store>> {
+) -> Result<SharedStore, cube_actors::store::StoreError> {
     let kind = match store {
         StoreChoice::Memory => StoreKind::Memory,
         StoreChoice::Lmdb => StoreKind::Lmdb {
@@ -333,7 +334,18 @@ fn open_store(
             map_size: map_size_mib << 20,
         },
     };
-    let shared = SharedStore::open_with(&kind, metrics)
+    SharedStore::open_with(&kind, metrics)
+}
+
+/// The store of one node (a manager, or a worker of its own), as a whole.
+fn open_store(
+    store: StoreChoice,
+    dir: &std::path::Path,
+    map_size_mib: usize,
+    what: &str,
+    metrics: StoreMetrics,
+) -> anyhow::Result<Addr<Store>> {
+    let shared = open_shared(store, dir, map_size_mib, metrics)
         .with_context(|| format!("{what}: cannot open its store"))?;
     Ok(shared.whole())
 }
@@ -501,18 +513,12 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
     // writer, so that a commit spans nodes and the threads and files stay the same whatever the
     // number of nodes.
     let nodes_dir = settings.data_dir.join("nodes");
-    let kind = match settings.store {
-        StoreChoice::Memory => StoreKind::Memory,
-        StoreChoice::Lmdb => StoreKind::Lmdb {
-            dir: nodes_dir.clone(),
-            map_size: settings.store_map_size_mib << 20,
-        },
-    };
     let local = LocalNodes {
         workers: WorkerMetrics::default(),
         store: StoreMetrics::new("nodes"),
     };
-    let shared = SharedStore::open_with(&kind, local.store.clone())
+    let size = settings.store_map_size_mib;
+    let shared = open_shared(settings.store, &nodes_dir, size, local.store.clone())
         .with_context(|| format!("the nodes' store in {}", nodes_dir.display()))?;
     let manager = start_manager_with(&settings.manager, Some(&local)).await?;
     if settings.store == StoreChoice::Lmdb {
