@@ -34,12 +34,7 @@ fn cluster() -> (CubeProcess, tempfile::TempDir) {
 
 /// Runs `cube args...` against `manager` (through CUBE_MANAGER) from the repository root.
 fn cube(manager: &str, args: &[&str]) -> Output {
-    support::cube_command()
-        .args(args)
-        .env("CUBE_MANAGER", manager)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
+    support::cube_at(manager, args)
 }
 
 fn stdout(o: &Output) -> String {
@@ -52,14 +47,7 @@ fn stderr(o: &Output) -> String {
 
 /// Runs `cube args...`, asserts it succeeded, returns its stdout.
 fn ok(manager: &str, args: &[&str]) -> String {
-    let out = cube(manager, args);
-    assert!(
-        out.status.success(),
-        "cube {args:?} failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
+    support::cube_ok(manager, args)
 }
 
 /// Runs `cube args...`, asserts it failed with exit code 1, returns its stderr.

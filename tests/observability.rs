@@ -391,28 +391,10 @@ fn cube_lines(args: &[&str]) -> Lines {
     Lines::of(child)
 }
 
-fn cube(args: &[&str]) -> String {
-    let out = cube_command().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "cube {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `cube run` of a task called `name` on the manager at `m`.
 fn run(m: &str, name: &str, extra: &[&str]) {
-    let args = [
-        "run",
-        "-m",
-        m,
-        "--image",
-        "cube/echo:latest",
-        "--name",
-        name,
-    ];
-    cube(&[&args[..], extra].concat());
+    let args = ["run", "--image", "cube/echo:latest", "--name", name];
+    cube_ok(m, &[&args[..], extra].concat());
 }
 
 /// `cube events` shows a task's transitions as they happen; `--since` resumes right after a
@@ -454,7 +436,7 @@ fn cube_events_shows_transitions_live_and_an_old_cursor_gets_a_reset() {
     events.until(&["task ev1", "Pending -> Scheduled on node-"]);
     let running = events.until(&["task ev1", "Scheduled -> Running on node-"]);
     watch.until(&["ev1", "Running"]);
-    cube(&["stop", "-m", m, "ev1"]);
+    cube_ok(m, &["stop", "ev1"]);
     events.until(&["task ev1", "Running -> Completed", "stopped by user"]);
     watch.until(&["ev1", "Completed"]);
 

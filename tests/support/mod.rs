@@ -48,6 +48,28 @@ pub fn cube_command() -> Command {
     cmd
 }
 
+/// `cube args...` against the manager at `manager`, from the workspace root.
+pub fn cube_at(manager: &str, args: &[&str]) -> std::process::Output {
+    cube_command()
+        .args(args)
+        .env("CUBE_MANAGER", manager)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// Runs `cube args...` against `manager`, asserts it succeeded, returns its stdout.
+pub fn cube_ok(manager: &str, args: &[&str]) -> String {
+    let out = cube_at(manager, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "cube {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Whether Docker tests can run here. Fails instead of skipping when `CUBE_REQUIRE_DOCKER=1`.
 pub async fn docker_ready() -> bool {
     if cube_actors::runtime::docker_available().await {
