@@ -29,76 +29,83 @@ pub struct Submit(pub TaskEvent);
 
 /// Handler for [`Submit`].
 impl Handler<Submit> for Manager {
-    type Result = ResponseActFuture<Self, Result<Task, ManagerError>>;
+    /// A plain future, not one on the manager's context: a thousand submissions waiting for
+    /// their commit would otherwise be polled at every message the manager handles.
+    type Result = ResponseFuture<Result<Task, ManagerError>>;
 
-    fn handle(&mut self, Submit(event): Submit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Submit(event): Submit, ctx: &mut Context<Self>) -> Self::Result {
+        let (answer, answered) = tokio::sync::oneshot::channel();
         let desired = match event.desired() {
             Ok(d) => d,
-            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+            Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
         };
         if desired == Desired::Stop {
-            return self.stop(event.task.id);
+            ctx.spawn(self.stop(event.task.id).map(move |res, _, _| {
+                let _ = answer.send(res);
+            }));
+        } else {
+            let began = std::time::Instant::now();
+            let telemetry = self.config.telemetry.clone();
+            self.admit(event, ctx, move |res| {
+                let outcome = match &res {
+                    Ok(_) => Submission::Accepted,
+                    Err(ManagerError::Busy(_)) => Submission::Busy,
+                    Err(ManagerError::Store(_) | ManagerError::Closed) => Submission::Failed,
+                    Err(_) => Submission::Invalid,
+                };
+                telemetry.submitted(outcome, began.elapsed().as_secs_f64());
+                let _ = answer.send(res);
+            });
         }
-        let began = std::time::Instant::now();
-        let telemetry = self.config.telemetry.clone();
-        let admitted = self.admit(event);
-        Box::pin(admitted.map(move |res, _, _| {
-            let outcome = match &res {
-                Ok(_) => Submission::Accepted,
-                Err(ManagerError::Busy(_)) => Submission::Busy,
-                Err(ManagerError::Store(_) | ManagerError::Closed) => Submission::Failed,
-                Err(_) => Submission::Invalid,
-            };
-            telemetry.submitted(outcome, began.elapsed().as_secs_f64());
-            res
-        }))
+        Box::pin(async move { answered.await.unwrap_or(Err(ManagerError::Closed)) })
     }
 }
 
 impl Manager {
-    /// Admits the task of a submission: stored Pending, then placed.
-    fn admit(&mut self, event: TaskEvent) -> ResponseActFuture<Self, Result<Task, ManagerError>> {
+    /// Admits the task of a submission: stored Pending, then placed; `answer` gets the task as
+    /// stored, or why not.
+    fn admit(
+        &mut self,
+        event: TaskEvent,
+        ctx: &mut Context<Self>,
+        answer: impl FnOnce(Result<Task, ManagerError>) + Send + 'static,
+    ) {
         let mut task = event.task.clone();
         if let Err(e) = task.normalize() {
-            return Box::pin(fut::ready(Err(e.into())));
+            return answer(Err(e.into()));
         }
         if !self.config.allow_privileged_ports
             && let Some(port) = crate::scheduler::fixed_host_ports(&task)
                 .into_iter()
                 .find(|p| *p < 1024)
         {
-            return Box::pin(fut::ready(Err(ManagerError::Invalid(
-                crate::task::InvalidTask {
-                    field: "PortBindings".into(),
-                    reason: format!(
-                        "host port {port} is below 1024, which this cluster does not allow (manager setting allow_privileged_ports)"
-                    ),
-                },
-            ))));
+            return answer(Err(ManagerError::Invalid(crate::task::InvalidTask {
+                field: "PortBindings".into(),
+                reason: format!(
+                    "host port {port} is below 1024, which this cluster does not allow (manager setting allow_privileged_ports)"
+                ),
+            })));
         }
         let waiting = self.count_waiting();
         if waiting >= self.config.max_waiting {
-            return Box::pin(fut::ready(Err(ManagerError::Busy(format!(
+            return answer(Err(ManagerError::Busy(format!(
                 "{waiting} tasks are waiting to start (the most is {}); retry in a second",
                 self.config.max_waiting
-            )))));
+            ))));
         }
         let change = match self.book.admit(task, Utc::now()) {
             Ok(change) => change,
             // The same submission again: the task as it is.
-            Err(BookError::Exists(task)) => return Box::pin(fut::ready(Ok(*task))),
-            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+            Err(BookError::Exists(task)) => return answer(Ok(*task)),
+            Err(e) => return answer(Err(e.into())),
         };
         let id = change.task;
-        Box::pin(
-            self.commit_admission(event, change)
-                .map(move |res, act, ctx| {
-                    if res.is_ok() {
-                        act.place(id, ctx);
-                    }
-                    res
-                }),
-        )
+        self.commit_admission(event, change, ctx, move |act, res, ctx| {
+            if res.is_ok() {
+                act.place(id, ctx);
+            }
+            answer(res)
+        });
     }
 }
 

@@ -48,6 +48,18 @@ use crate::worker::WorkerError;
 use book::TaskBook;
 use nodes::NodeBook;
 
+/// The write of a change that keeps its task (a removal is written by
+/// [`Manager::commit_removal`]).
+fn ops_of(change: &Change) -> Result<Vec<Op>, StoreError> {
+    match &change.after {
+        Some(task) => Op::put(task).map(|op| vec![op]),
+        None => Err(StoreError::Backend {
+            operation: "encode",
+            reason: format!("the removal of task {} was not given its task", change.task),
+        }),
+    }
+}
+
 /// Why the manager refused or failed a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManagerError {
@@ -259,13 +271,7 @@ impl Manager {
         &mut self,
         change: Change,
     ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
-        let ops = match &change.after {
-            Some(task) => Op::put(task).map(|op| vec![op]),
-            None => Err(StoreError::Backend {
-                operation: "encode",
-                reason: format!("the removal of task {} was not given its task", change.task),
-            }),
-        };
+        let ops = ops_of(&change);
         self.write(change, None, ops)
     }
 
@@ -288,18 +294,49 @@ impl Manager {
         name: Option<String>,
         ops: Result<Vec<Op>, StoreError>,
     ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
-        let store = self.store.clone();
-        async move { Ok(store.send(Batch(ops?)).await??) }
+        self.durable(ops)
             .into_actor(self)
             .map(move |res: Result<(), ManagerError>, act, _| {
-                match &res {
-                    Ok(()) => act.published(&change, name.as_deref()),
-                    Err(e) => log::error!("task {}: cannot record its change: {e}", change.task),
-                }
-                // Written or failed for good: either way readers stop waiting on it.
-                act.book.written(&change);
+                act.wrote(&change, name.as_deref(), &res);
                 res
             })
+    }
+
+    /// The write of `ops`, resolved once durable.
+    fn durable(
+        &self,
+        ops: Result<Vec<Op>, StoreError>,
+    ) -> impl std::future::Future<Output = Result<(), ManagerError>> + use<> {
+        let store = self.store.clone();
+        async move { Ok(store.send(Batch(ops?)).await??) }
+    }
+
+    /// `change` was written (`res`): published if it is durable; either way readers stop
+    /// waiting on it.
+    fn wrote(&mut self, change: &Change, name: Option<&str>, res: &Result<(), ManagerError>) {
+        match res {
+            Ok(()) => self.published(change, name),
+            Err(e) => log::error!("task {}: cannot record its change: {e}", change.task),
+        }
+        self.book.written(change);
+    }
+
+    /// Writes `change` in one commit, its wait off the manager's context (see
+    /// [`Manager::off_context`]: the changes of every task under way are waited on at once),
+    /// then runs `then` on the manager with the outcome.
+    fn commit_then(
+        &mut self,
+        change: Change,
+        ctx: &Context<Self>,
+        then: impl FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>)
+        + Send
+        + 'static,
+    ) {
+        let write = self.durable(ops_of(&change));
+        self.off_context(ctx, write, move |act, res, ctx| {
+            act.wrote(&change, None, &res);
+            then(act, res, ctx)
+        });
     }
 
     /// Writes `change` in the background (for changes nobody waits on but a sync's cursor).
@@ -308,26 +345,29 @@ impl Manager {
         if let Some(collecting) = &mut self.collecting {
             collecting.push(written);
         }
-        let write = self.commit(change);
-        ctx.spawn(write.map(move |res, _, _| {
+        self.commit_then(change, ctx, move |_, res, _| {
             let _ = done.send(res.is_ok());
-        }));
+        });
     }
 
-    /// Stores `event` (the submitted envelope) and admits its task in one commit.
+    /// Stores `event` (the submitted envelope) and admits its task in one commit, the wait off
+    /// the manager's context; `then` gets the task as stored, on the manager.
     fn commit_admission(
         &mut self,
         event: TaskEvent,
         change: Change,
-    ) -> impl ActorFuture<Self, Output = Result<Task, ManagerError>> + use<> {
+        ctx: &Context<Self>,
+        then: impl FnOnce(&mut Manager, Result<Task, ManagerError>, &mut Context<Manager>)
+        + Send
+        + 'static,
+    ) {
         let task = change.after.clone().expect("an admission has a task");
         let mut event = event;
         event.task = task.clone();
         let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&task)?]));
-        let store = self.store.clone();
-        async move { Ok(store.send(Batch(ops?)).await??) }
-            .into_actor(self)
-            .map(move |res: Result<(), ManagerError>, act, _| match res {
+        let write = self.durable(ops);
+        self.off_context(ctx, write, move |act, res, ctx| {
+            let res = match res {
                 Ok(()) => {
                     act.book.written(&change);
                     act.published(&change, None);
@@ -337,7 +377,9 @@ impl Manager {
                     act.book.undo_admission(&change);
                     Err(e)
                 }
-            })
+            };
+            then(act, res, ctx)
+        });
     }
 
     /// Awaits `work` in a task of its own, then runs `then` on the manager with its outcome.

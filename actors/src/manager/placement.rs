@@ -36,7 +36,7 @@ impl Manager {
         let avoid = self.book.avoided(&id);
         let decision = self.scheduler.send(PlaceAvoiding { task, avoid });
         let began = Instant::now();
-        ctx.spawn(decision.into_actor(self).map(move |res, act, ctx| {
+        self.off_context(ctx, decision, move |act, res, ctx| {
             if let Ok(decided) = &res {
                 let seconds = began.elapsed().as_secs_f64();
                 act.config.telemetry.placed(decided.is_ok(), seconds);
@@ -56,7 +56,7 @@ impl Manager {
                     log::error!("task {id}: scheduler unavailable: {e}");
                 }
             }
-        }));
+        });
     }
 
     /// Records the placement on `node` durably (a new placement number), then sends the task.
@@ -68,11 +68,10 @@ impl Manager {
             return;
         };
         let task = change.after.clone().expect("a placement keeps the task");
-        let write = self.commit(change);
-        ctx.spawn(write.map(move |res, act, ctx| match res {
+        self.commit_then(change, ctx, move |act, res, ctx| match res {
             Ok(()) => act.deliver(task, ctx),
             Err(_) => act.book.set_in_flight(id, false),
-        }));
+        });
     }
 
     /// Sends a Scheduled task to its node's worker.
@@ -89,7 +88,7 @@ impl Manager {
         };
         self.book.set_in_flight(id, true);
         let fut = async move { handle.send(RunTask(task)).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        self.off_context(ctx, fut, move |act, res, ctx| {
             act.book.set_in_flight(id, false);
             match res {
                 Ok(_) => {
@@ -119,7 +118,7 @@ impl Manager {
                     act.unplace(id, reason, ctx);
                 }
             }
-        }));
+        });
     }
 
     /// Puts a Scheduled task back to Pending (its node did not take it) and frees its
