@@ -25,17 +25,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use actix::Addr;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
 use cube_actors::manager::{
-    Enroll, GetOne, History, ListNodes, ListTasks, Logs, Manager, Observe, Prune, Purge,
-    RetireNode, Stop, Submit, TaskFilter,
+    Enroll, GetOne, History, ListNodes, ListTasks, Logs, Manager, ManagerError, Observe, Prune,
+    Purge, RetireNode, Stop, Submit, TaskFilter,
 };
 use cube_actors::task::TaskEvent;
 use serde::Deserialize;
 
+use super::admission::{self, Admission};
 use super::{
     ApiError, DeleteParams, ErrorBody, LogsParams, NEXT_CURSOR, RouteEntry, log_text,
     parse_task_id, register, route,
@@ -54,6 +56,8 @@ pub struct ManagerState {
     pub waiting: Arc<AtomicUsize>,
     /// Submissions are refused here while this many tasks wait (the manager checks it too).
     pub max_waiting: usize,
+    /// Submissions are refused here while the manager is behind (see [`Admission`]).
+    pub admission: Arc<Admission>,
 }
 
 /// Every route of the manager: method, path, handler. The router is built from this list, and
@@ -142,16 +146,28 @@ async fn submit(
             .json(body));
     }
     let stop = event.state == cube_actors::task::TaskState::Completed;
+    // Refused before it queues for the manager: under overload, a refusal stays cheap.
+    let arrived = Instant::now();
     let waiting = state.waiting.load(Ordering::Relaxed);
     if !stop && waiting >= state.max_waiting {
-        // Refused before it queues for the manager: under overload, a refusal stays cheap.
-        return Err(cube_actors::manager::ManagerError::Busy(format!(
+        return Err(ManagerError::Busy(format!(
             "{waiting} tasks are waiting to start (the most is {}); retry in a second",
             state.max_waiting
         ))
         .into());
     }
+    if !stop && let Some(least) = state.admission.behind(arrived) {
+        return Err(ManagerError::Busy(format!(
+            "the manager is behind (the quickest submission of the last {} ms took {} ms); retry in a second",
+            admission::INTERVAL.as_millis(),
+            least.as_millis()
+        ))
+        .into());
+    }
     let task = state.manager.send(Submit(event.into_inner())).await??;
+    if !stop {
+        state.admission.answered(Instant::now(), arrived.elapsed());
+    }
     Ok(if stop {
         HttpResponse::Ok().json(task)
     } else {
@@ -345,6 +361,7 @@ mod tests {
             max_in_flight: max,
             waiting,
             max_waiting,
+            admission: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! Architecture invariant: only this module knows HTTP. Every error leaves as a status code and a
 //! JSON body ([`ErrorBody`]); bodies over [`MAX_BODY`] are refused with 413.
 
+pub mod admission;
 pub mod dashboard;
 mod error;
 pub mod events;

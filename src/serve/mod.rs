@@ -416,6 +416,7 @@ async fn start_manager_with(
         max_in_flight: settings.max_in_flight.max(1),
         waiting,
         max_waiting,
+        admission: Default::default(),
     };
     let durable = (settings.store == StoreChoice::Lmdb).then_some(&settings.data_dir);
     let file = |name: &str| durable.map(|d| d.join(name));
