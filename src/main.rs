@@ -534,6 +534,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     .server
                     .await
                     .context("manager HTTP server failed")?;
+                cluster.nodes_thread.stop().await;
                 let mut stores = cluster.stores;
                 stores.push(cluster.manager.store);
                 cube::serve::flush(&stores).await;

@@ -501,6 +501,21 @@ pub struct Cluster {
     pub nodes: Vec<String>,
     /// The nodes' stores.
     pub stores: Vec<Addr<Store>>,
+    /// The thread the nodes run on.
+    pub nodes_thread: NodesThread,
+}
+
+/// The thread (an actix arbiter) the nodes of an all-in-one cluster run on.
+pub struct NodesThread(actix::Arbiter);
+
+impl NodesThread {
+    /// Stops the nodes and waits for their thread to end: the first step of a graceful
+    /// shutdown, so that no node writes to a store that is being flushed.
+    pub async fn stop(self) {
+        let arbiter = self.0;
+        arbiter.stop();
+        let _ = actix_web::rt::task::spawn_blocking(move || arbiter.join()).await;
+    }
 }
 
 /// Starts a manager and the configured number of in-process worker nodes, each with its own
@@ -576,6 +591,10 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         in_process: true,
         telemetry: local.workers.clone(),
     };
+    // The nodes run on a thread of their own: the manager's thread stays the manager's (under
+    // load, a thousand nodes' syncs and starts would otherwise queue with the submissions).
+    let thread = actix::Arbiter::new();
+    let arbiter = thread.handle();
     // Nodes load their tasks a few at a time: with thousands of nodes, one after the other
     // would take minutes, all at once would queue thousands of reads.
     use futures_util::StreamExt as _;
@@ -583,14 +602,20 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         futures_util::stream::iter(1..=settings.workers)
             .map(|i| {
                 let name = format!("{}-{i}", settings.node_prefix);
-                let store = shared.node(&name);
+                let store = shared.node_on(&name, &arbiter);
                 let config = config(&name);
                 let (runtime, metrics) = (runtime.clone(), metrics.clone());
-                let manager = manager.manager.clone();
+                let (manager, arbiter) = (manager.manager.clone(), &arbiter);
                 async move {
-                    let worker = Worker::start(config, store.clone(), runtime, Some(metrics))
-                        .await
-                        .with_context(|| format!("{name}: cannot load its tasks"))?;
+                    let worker = Worker::start_on(
+                        Some(arbiter),
+                        config,
+                        store.clone(),
+                        runtime,
+                        Some(metrics),
+                    )
+                    .await
+                    .with_context(|| format!("{name}: cannot load its tasks"))?;
                     manager.do_send(AddLocalWorker {
                         name: name.clone(),
                         worker,
@@ -613,6 +638,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         manager,
         nodes,
         stores,
+        nodes_thread: NodesThread(thread),
     })
 }
 

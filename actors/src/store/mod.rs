@@ -276,19 +276,29 @@ impl SharedStore {
         self.start(format!("{name}/"))
     }
 
+    /// [`SharedStore::node`], its actor on `arbiter`: on the thread of the node that uses it,
+    /// so that its messages and answers do not cross threads.
+    pub fn node_on(&self, name: &str, arbiter: &ArbiterHandle) -> Addr<Store> {
+        let store = self.store(format!("{name}/"));
+        Store::start_in_arbiter(arbiter, move |_| store)
+    }
+
     /// The whole of it as one store (no key prefix). Must be called inside an actix system.
     pub fn whole(&self) -> Addr<Store> {
         self.start(String::new())
     }
 
     fn start(&self, prefix: String) -> Addr<Store> {
+        self.store(prefix).start()
+    }
+
+    fn store(&self, prefix: String) -> Store {
         Store {
             backend: Arc::clone(&self.backend),
             writes: self.writes.clone(),
             metrics: self.metrics.clone(),
             prefix,
         }
-        .start()
     }
 }
 

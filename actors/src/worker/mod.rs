@@ -146,6 +146,18 @@ impl Worker {
         runtime: RuntimeKind,
         metrics: Option<Addr<MetricsCollector>>,
     ) -> Result<Addr<Worker>, WorkerError> {
+        Worker::start_on(None, config, store, runtime, metrics).await
+    }
+
+    /// [`Worker::start`], on `arbiter` (its thread) rather than the caller's: the nodes of an
+    /// all-in-one cluster run on a thread of their own, apart from the manager's.
+    pub async fn start_on(
+        arbiter: Option<&ArbiterHandle>,
+        config: WorkerConfig,
+        store: Addr<Store>,
+        runtime: RuntimeKind,
+        metrics: Option<Addr<MetricsCollector>>,
+    ) -> Result<Addr<Worker>, WorkerError> {
         let tasks = store.send(List::<Task>::all()).await??;
         let head = store.send(Get::<FeedHead>::new("feed")).await??;
         let feed = Feed::new(head, &tasks);
@@ -154,7 +166,7 @@ impl Worker {
             store.send(Put(feed.head())).await??;
         }
         let tasks = tasks.into_iter().map(|t| (t.id, t)).collect();
-        let worker = Worker::create(move |ctx| {
+        let build = move |ctx: &mut Context<Worker>| {
             let exits = ctx.address().recipient();
             let runtime = match runtime {
                 RuntimeKind::Docker { publish_ip } => RuntimeHandle::Docker(
@@ -193,7 +205,11 @@ impl Worker {
                 last_sync: None,
                 reconciles: 0,
             }
-        });
+        };
+        let worker = match arbiter {
+            Some(arbiter) => Worker::start_in_arbiter(arbiter, build),
+            None => Worker::create(build),
+        };
         // Before anyone can ask: containers whose task the store lost are taken back.
         worker.send(handlers::Adopt).await?;
         Ok(worker)
