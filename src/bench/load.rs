@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use super::{BenchArgs, bench_token, client, fill, quick_task_after};
 use crate::config::{ClusterSettings, RuntimeChoice, StoreChoice};
-use crate::serve::start_cluster;
+use crate::serve::{NodesThread, start_cluster};
 
 /// What a phase of requests gave.
 #[derive(Default)]
@@ -51,7 +51,26 @@ impl Outcome {
     fn rate(&self) -> f64 {
         self.ok_latency.len() as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// The outcomes of clients that ran side by side, as one.
+    fn merged(outcomes: Vec<Outcome>) -> Outcome {
+        let mut all = Outcome::default();
+        for outcome in outcomes {
+            all.accepted.extend(outcome.accepted);
+            all.ok_latency.extend(outcome.ok_latency);
+            all.refused_latency.extend(outcome.refused_latency);
+            all.errors.extend(outcome.errors);
+            all.elapsed = all.elapsed.max(outcome.elapsed);
+            all.ended = all.ended.max(outcome.ended);
+        }
+        all
+    }
 }
+
+/// The threads an open loop's requests come from: on these machines one thread alone cannot
+/// offer twice the rate the cluster sustains and still read every answer on time (a load
+/// generator needs its share of the cores, as `wrk -t2` had in the calibration).
+const OPEN_LOOP_THREADS: usize = 2;
 
 /// A client for `connections` concurrent requests at most.
 fn pooled_client(connections: usize) -> awc::Client {
@@ -63,14 +82,36 @@ fn pooled_client(connections: usize) -> awc::Client {
 }
 
 /// Sends one request; records it in `outcome`.
-async fn request(client: &awc::Client, url: &str, body: Option<Value>, outcome: &RefCell<Outcome>) {
-    let id = body
-        .as_ref()
-        .and_then(|b| b["Task"]["ID"].as_str().map(String::from));
+async fn request(
+    client: &awc::Client,
+    url: &str,
+    body: Option<Submission>,
+    outcome: &RefCell<Outcome>,
+) {
     let start = Instant::now();
-    let sent = match &body {
-        Some(body) => client.post(url).send_json(body).await,
-        None => client.get(url).send().await,
+    let (sent, id) = match body {
+        Some(Submission { id, json }) => {
+            let post = client
+                .post(url)
+                .insert_header((actix_web::http::header::CONTENT_TYPE, "application/json"));
+            (post.send_body(json).await, Some(id))
+        }
+        None => (client.get(url).send().await, None),
+    };
+    // The answer is read to its end, as a client that keeps its connection does: a response
+    // left unread closes the connection, and every request would pay for a new one.
+    let sent = match sent {
+        Ok(mut r) => match r.body().await {
+            Ok(_) => Ok(r),
+            Err(e) => {
+                outcome
+                    .borrow_mut()
+                    .errors
+                    .push(format!("{url}: reading the answer: {e}"));
+                return;
+            }
+        },
+        Err(e) => Err(e),
     };
     let latency = start.elapsed();
     let mut outcome = outcome.borrow_mut();
@@ -95,10 +136,19 @@ async fn request(client: &awc::Client, url: &str, body: Option<Value>, outcome: 
     }
 }
 
+/// A submission: the task's ID and the TaskEvent, encoded once.
+struct Submission {
+    id: String,
+    json: Vec<u8>,
+}
+
 /// A task event for client `c`'s `i`th submission of phase `phase`.
-fn submission(args: &BenchArgs, phase: &str, c: usize, i: u64) -> Value {
+fn submission(args: &BenchArgs, phase: &str, c: usize, i: u64) -> Submission {
     let event = quick_task_after(&format!("{phase}-{c}-{i}"), args.task_seconds * 1000);
-    serde_json::to_value(event).expect("a task event encodes")
+    Submission {
+        id: event.task.id.to_string(),
+        json: serde_json::to_vec(&event).expect("a task event encodes"),
+    }
 }
 
 /// `connections` clients, each sending its next request as soon as the last one is answered,
@@ -107,7 +157,7 @@ async fn closed_loop(
     url: &str,
     connections: usize,
     duration: Duration,
-    body: impl Fn(usize, u64) -> Option<Value>,
+    body: impl Fn(usize, u64) -> Option<Submission>,
 ) -> Outcome {
     let outcome = Rc::new(RefCell::new(Outcome::default()));
     let client = pooled_client(connections);
@@ -144,6 +194,7 @@ async fn open_loop(
     rate: f64,
     duration: Duration,
     phase: &str,
+    generator: usize,
     args: &BenchArgs,
 ) -> Outcome {
     let outcome = Rc::new(RefCell::new(Outcome::default()));
@@ -155,7 +206,7 @@ async fn open_loop(
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
             sent += 1;
-            let body = submission(args, phase, 0, sent);
+            let body = submission(args, phase, generator, sent);
             let (client, outcome, url) = (client.clone(), outcome.clone(), url.to_string());
             in_flight.push(actix_web::rt::spawn(async move {
                 request(&client, &url, Some(body), &outcome).await;
@@ -299,7 +350,25 @@ async fn running(
 
 /// An all-in-one cluster on the simulated runtime that keeps every finished task; its URL, once
 /// every node is Ready.
-async fn cluster(args: &BenchArgs, store: StoreChoice, dir: &Path) -> anyhow::Result<String> {
+/// A cluster under measure.
+struct Running {
+    server: actix_web::dev::ServerHandle,
+    nodes: NodesThread,
+}
+
+impl Running {
+    /// Stops its nodes, then its manager's server: the next store's cluster runs alone.
+    async fn stop(self) {
+        self.nodes.stop().await;
+        self.server.stop(true).await;
+    }
+}
+
+async fn cluster(
+    args: &BenchArgs,
+    store: StoreChoice,
+    dir: &Path,
+) -> anyhow::Result<(String, Running)> {
     let mut settings = ClusterSettings {
         workers: args.workers,
         runtime: RuntimeChoice::Sim,
@@ -318,7 +387,12 @@ async fn cluster(args: &BenchArgs, store: StoreChoice, dir: &Path) -> anyhow::Re
         settings.manager.max_in_flight = n;
     }
     let cluster = start_cluster(&settings).await?;
+    let server = cluster.manager.server.handle();
     actix_web::rt::spawn(cluster.manager.server);
+    let running = Running {
+        server,
+        nodes: cluster.nodes_thread,
+    };
     let base = format!("http://{}", cluster.manager.addr);
     let client = client(Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -330,9 +404,10 @@ async fn cluster(args: &BenchArgs, store: StoreChoice, dir: &Path) -> anyhow::Re
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let nodes: Vec<Value> = r.json().limit(1 << 30).await?;
         if nodes.iter().filter(|n| n["Status"] == "Ready").count() == args.workers {
-            return Ok(base);
+            return Ok((base, running));
         }
         if Instant::now() > deadline {
+            running.stop().await;
             bail!("the cluster's nodes were not Ready within 120 s");
         }
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
@@ -385,13 +460,16 @@ async fn offered(
     rate: f64,
     what: &str,
 ) -> anyhow::Result<()> {
-    let url = format!("{base}/tasks");
-    let (phase_name, owned) = (phase.to_string(), args.clone());
-    let outcome = off_thread(move || async move {
-        let duration = Duration::from_secs(owned.seconds);
-        open_loop(&url, rate, duration, &phase_name, &owned).await
-    })
-    .await;
+    let generators = (0..OPEN_LOOP_THREADS).map(|c| {
+        let url = format!("{base}/tasks");
+        let (phase_name, owned) = (phase.to_string(), args.clone());
+        let share = rate / OPEN_LOOP_THREADS as f64;
+        off_thread(move || async move {
+            let duration = Duration::from_secs(owned.seconds);
+            open_loop(&url, share, duration, &phase_name, c, &owned).await
+        })
+    });
+    let outcome = Outcome::merged(futures_util::future::join_all(generators).await);
     // Overload is what this phase is for: requests that got no answer in time are a result,
     // reported, not a failure of the harness.
     let lost = outcome.errors.len();
@@ -458,40 +536,49 @@ pub async fn run(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
             StoreChoice::Memory => "memory",
         };
         println!("store {name}:");
-        let base = cluster(args, store, &dir.join(name)).await?;
-        let duration = Duration::from_secs(args.seconds);
-        let (url, connections) = (format!("{base}/health"), args.connections);
-        let health = off_thread(move || async move {
-            closed_loop(&url, connections, duration, |_, _| None).await
-        })
+        let (base, running) = cluster(args, store, &dir.join(name)).await?;
+        let measured = measure(args, &base).await;
+        running.stop().await;
+        measured?;
+    }
+    Ok(())
+}
+
+/// The phases of one store's run, against the cluster at `base`.
+async fn measure(args: &BenchArgs, base: &str) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    let (url, connections) = (format!("{base}/health"), args.connections);
+    let health =
+        off_thread(
+            move || async move { closed_loop(&url, connections, duration, |_, _| None).await },
+        )
         .await;
-        if !health.errors.is_empty() {
-            bail!("GET /health: {}", health.errors[0]);
-        }
-        let floor = health.rate();
+    if !health.errors.is_empty() {
+        bail!("GET /health: {}", health.errors[0]);
+    }
+    let floor = health.rate();
+    println!(
+        "  {:<26} GET /health {:>8.0}/s, {}",
+        "floor",
+        floor,
+        percentiles(health.ok_latency.clone())
+    );
+    let fresh = submissions(args, base, "closed", floor).await?;
+    if !args.no_open_loop {
+        let half = args.rate.unwrap_or(fresh / 2.0).max(1.0);
+        offered(args, base, "open-half", half, "half the sustained rate").await?;
+        let twice = args.rate.map_or(fresh * 2.0, |r| r * 2.0).max(2.0);
+        offered(args, base, "open-twice", twice, "twice the sustained rate").await?;
+    }
+    if args.history > 0 {
+        fill_history(args, base, args.history).await?;
+        println!("  with {} finished tasks in the history:", args.history);
+        let loaded = submissions(args, base, "closed-history", floor).await?;
         println!(
-            "  {:<26} GET /health {:>8.0}/s, {}",
-            "floor",
-            floor,
-            percentiles(health.ok_latency.clone())
+            "  {:<26} submit→Running with history / fresh: {:.2}",
+            "",
+            loaded / fresh
         );
-        let fresh = submissions(args, &base, "closed", floor).await?;
-        if !args.no_open_loop {
-            let half = args.rate.unwrap_or(fresh / 2.0).max(1.0);
-            offered(args, &base, "open-half", half, "half the sustained rate").await?;
-            let twice = args.rate.map_or(fresh * 2.0, |r| r * 2.0).max(2.0);
-            offered(args, &base, "open-twice", twice, "twice the sustained rate").await?;
-        }
-        if args.history > 0 {
-            fill_history(args, &base, args.history).await?;
-            println!("  with {} finished tasks in the history:", args.history);
-            let loaded = submissions(args, &base, "closed-history", floor).await?;
-            println!(
-                "  {:<26} submit→Running with history / fresh: {:.2}",
-                "",
-                loaded / fresh
-            );
-        }
     }
     Ok(())
 }

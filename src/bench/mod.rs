@@ -123,11 +123,13 @@ async fn fill(url: &str, connections: usize, n: usize, prefix: &str) -> anyhow::
             for i in 0..per {
                 let body = quick_task(&format!("{prefix}-{c}-{i}"));
                 loop {
-                    let r = client
+                    let mut r = client
                         .post(url)
                         .send_json(&body)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // Read to its end, so that the connection is kept.
+                    let _ = r.body().await;
                     match r.status().as_u16() {
                         200..=299 => break,
                         429 => actix_web::rt::time::sleep(Duration::from_millis(5)).await,
