@@ -57,6 +57,7 @@ impl Handler<Submit> for Manager {
                 let _ = answer.send(res);
             });
         }
+        self.breathe(ctx);
         Box::pin(async move { answered.await.unwrap_or(Err(ManagerError::Closed)) })
     }
 }

@@ -205,6 +205,8 @@ pub struct Manager {
     pruning: bool,
     /// Every node's report, every [`LOAD_INTERVAL`] while someone listens.
     loads: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<crate::node::NodeReport>>>,
+    /// Messages handled since the manager last let its thread's other tasks run.
+    since_yield: u32,
 }
 
 impl Manager {
@@ -240,6 +242,7 @@ impl Manager {
                 events: EventLog::new(config.max_events, config.retention.max_age),
                 loads: tokio::sync::broadcast::channel(4).0,
                 pruning: false,
+                since_yield: 0,
                 nodes: NodeBook::new(config.unreachable_after, config.node_down_after),
                 config,
                 store,
@@ -307,8 +310,9 @@ impl Manager {
         &self,
         ops: Result<Vec<Op>, StoreError>,
     ) -> impl std::future::Future<Output = Result<(), ManagerError>> + use<> {
-        let store = self.store.clone();
-        async move { Ok(store.send(Batch(ops?)).await??) }
+        // Sent now, not when the future is first polled: the store queues it at once.
+        let sent = ops.map(|ops| self.store.send(Batch(ops)));
+        async move { Ok(sent?.await??) }
     }
 
     /// `change` was written (`res`): published if it is durable; either way readers stop
@@ -580,6 +584,26 @@ impl Handler<Resume> for Manager {
 
     fn handle(&mut self, Resume(then): Resume, ctx: &mut Context<Self>) {
         then(self, ctx);
+        self.breathe(ctx);
+    }
+}
+
+/// Messages the manager handles in a row before it lets the other tasks of its thread run.
+const MESSAGES_PER_TURN: u32 = 16;
+
+impl Manager {
+    /// Lets the other tasks of the manager's thread run every [`MESSAGES_PER_TURN`] messages.
+    ///
+    /// An actix context handles every message in its mailbox before it returns to the
+    /// executor; under load, messages keep arriving from other threads and the manager would
+    /// hold its thread for as long as they come, while the store and scheduler actors and the
+    /// waits of `off_context` (which share the thread) wait for it.
+    fn breathe(&mut self, ctx: &mut Context<Self>) {
+        self.since_yield += 1;
+        if self.since_yield >= MESSAGES_PER_TURN {
+            self.since_yield = 0;
+            ctx.wait(tokio::task::yield_now().into_actor(self));
+        }
     }
 }
 
