@@ -534,6 +534,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     .server
                     .await
                     .context("manager HTTP server failed")?;
+                let _ = cluster
+                    .manager
+                    .manager
+                    .send(cube_actors::manager::Shutdown)
+                    .await;
                 cluster.nodes_thread.stop().await;
                 let mut stores = cluster.stores;
                 stores.push(cluster.manager.store);

@@ -353,14 +353,16 @@ async fn running(
 /// A cluster under measure.
 struct Running {
     server: actix_web::dev::ServerHandle,
+    manager: actix::Addr<cube_actors::manager::Manager>,
     nodes: NodesThread,
 }
 
 impl Running {
-    /// Stops its nodes, then its manager's server: the next store's cluster runs alone.
+    /// Stops its server, its manager, then its nodes: the next store's cluster runs alone.
     async fn stop(self) {
-        self.nodes.stop().await;
         self.server.stop(true).await;
+        let _ = self.manager.send(cube_actors::manager::Shutdown).await;
+        self.nodes.stop().await;
     }
 }
 
@@ -391,6 +393,7 @@ async fn cluster(
     actix_web::rt::spawn(cluster.manager.server);
     let running = Running {
         server,
+        manager: cluster.manager.manager.clone(),
         nodes: cluster.nodes_thread,
     };
     let base = format!("http://{}", cluster.manager.addr);

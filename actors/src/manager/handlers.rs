@@ -454,3 +454,19 @@ impl Handler<AddLocalWorker> for Manager {
         self.add_node(node, WorkerHandle::Local(msg.worker), ctx);
     }
 }
+
+/// Stops the manager: a graceful shutdown's step after its HTTP server stopped and before the
+/// nodes of its process stop (it would report them unreachable as they go). Writes already
+/// sent to the store still complete.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Handler for [`Shutdown`].
+impl Handler<Shutdown> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
