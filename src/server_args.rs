@@ -136,7 +136,7 @@ pub struct UpArgs {
     /// Address of the manager's HTTP API.
     #[arg(long, short = 'l')]
     pub listen: Option<String>,
-    /// Data directory (manager in <dir>/manager, nodes in <dir>/node-N).
+    /// Data directory (manager in <dir>/manager, the nodes, sharing one store, in <dir>/nodes).
     #[arg(long, short = 'd')]
     pub data_dir: Option<PathBuf>,
     /// Where tasks are kept.
