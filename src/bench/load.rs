@@ -39,6 +39,8 @@ struct Outcome {
     ok_latency: Vec<Duration>,
     /// Latency of each 429.
     refused_latency: Vec<Duration>,
+    /// The 429s by why the server refused (what its message says).
+    refused_why: std::collections::BTreeMap<&'static str, usize>,
     /// 429s without Retry-After, other statuses, failed requests.
     errors: Vec<String>,
     /// How long the phase lasted.
@@ -59,6 +61,9 @@ impl Outcome {
             all.accepted.extend(outcome.accepted);
             all.ok_latency.extend(outcome.ok_latency);
             all.refused_latency.extend(outcome.refused_latency);
+            for (why, n) in outcome.refused_why {
+                *all.refused_why.entry(why).or_default() += n;
+            }
             all.errors.extend(outcome.errors);
             all.elapsed = all.elapsed.max(outcome.elapsed);
             all.ended = all.ended.max(outcome.ended);
@@ -102,7 +107,7 @@ async fn request(
     // left unread closes the connection, and every request would pay for a new one.
     let sent = match sent {
         Ok(mut r) => match r.body().await {
-            Ok(_) => Ok(r),
+            Ok(body) => Ok((r, body)),
             Err(e) => {
                 outcome
                     .borrow_mut()
@@ -116,23 +121,53 @@ async fn request(
     let latency = start.elapsed();
     let mut outcome = outcome.borrow_mut();
     match sent {
-        Ok(r) if r.status().is_success() => {
+        Ok((r, _)) if r.status().is_success() => {
             outcome.ok_latency.push(latency);
             if let Some(id) = id {
                 outcome.accepted.push(id);
             }
         }
-        Ok(r) if r.status().as_u16() == 429 => {
+        Ok((r, body)) if r.status().as_u16() == 429 => {
             if r.headers().contains_key("retry-after") {
                 outcome.refused_latency.push(latency);
+                *outcome.refused_why.entry(why_refused(&body)).or_default() += 1;
             } else {
                 outcome.errors.push("429 without Retry-After".into());
             }
         }
-        Ok(r) => outcome
+        Ok((r, _)) => outcome
             .errors
             .push(format!("{url} answered {}", r.status())),
         Err(e) => outcome.errors.push(format!("{url}: {e}")),
+    }
+}
+
+/// Why a 429 says the manager refused: the edge's admission (the manager is behind), too
+/// many tasks waiting to start, or too many submissions at once.
+fn why_refused(body: &[u8]) -> &'static str {
+    let message = String::from_utf8_lossy(body);
+    if message.contains("is behind") {
+        "behind"
+    } else if message.contains("waiting to start") {
+        "waiting"
+    } else if message.contains("submissions") {
+        "in flight"
+    } else {
+        "other"
+    }
+}
+
+/// What the 429s of `outcome` said, counted.
+fn refusals(outcome: &Outcome) -> String {
+    let counts: Vec<String> = outcome
+        .refused_why
+        .iter()
+        .map(|(why, n)| format!("{why} {n}"))
+        .collect();
+    if counts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", counts.join(", "))
     }
 }
 
@@ -438,11 +473,12 @@ async fn submissions(args: &BenchArgs, base: &str, phase: &str, floor: f64) -> a
     }
     let (running_rate, to_running) = running(base, phase, &outcome, 0).await?;
     println!(
-        "  {phase:<26} submissions {:>8.0}/s ({:.3}x floor), submit {}; {} refused with 429, 0 errors",
+        "  {phase:<26} submissions {:>8.0}/s ({:.3}x floor), submit {}; {} refused with 429{}, 0 errors",
         outcome.rate(),
         outcome.rate() / floor,
         percentiles(outcome.ok_latency.clone()),
-        outcome.refused_latency.len()
+        outcome.refused_latency.len(),
+        refusals(&outcome)
     );
     println!(
         "  {:<26} submit→Running {:>5.0}/s ({:.3}x floor), {}; 201 answers = tasks stored = {}",
@@ -495,9 +531,10 @@ async fn offered(
         percentiles(to_running)
     );
     println!(
-        "  {:<28} refused with 429 + Retry-After: {} ({})",
+        "  {:<28} refused with 429 + Retry-After: {}{} ({})",
         "",
         outcome.refused_latency.len(),
+        refusals(&outcome),
         percentiles(outcome.refused_latency.clone())
     );
     Ok(())
