@@ -373,8 +373,7 @@ impl Manager {
         self.off_context(ctx, write, move |act, res, ctx| {
             let res = match res {
                 Ok(()) => {
-                    act.book.written(&change);
-                    act.published(&change, None);
+                    act.wrote(&change, None, &Ok(()));
                     Ok(task)
                 }
                 Err(e) => {
