@@ -4,6 +4,7 @@
 //! Everything it measures runs in this process, on the simulated runtime, next to its clients,
 //! and every figure is printed beside a baseline measured in the same run.
 
+mod clients;
 mod load;
 mod sync;
 
