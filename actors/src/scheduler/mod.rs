@@ -262,14 +262,20 @@ impl Scheduler {
                 )));
             }
         }
-        candidates.sort_by(|a, b| a.name.cmp(&b.name));
+        // One pass over the candidates, in whatever order they come: ties and the round go by
+        // name (sorting a thousand names per decision cost more than the scoring).
         let chosen = match self.algorithm {
             Algorithm::RoundRobin => {
-                let next = match &self.last {
-                    Some(last) => candidates.iter().position(|n| n.name > *last).unwrap_or(0),
-                    None => 0,
-                };
-                candidates[next]
+                let by_name = |a: &&&NodeView, b: &&&NodeView| a.name.cmp(&b.name);
+                let next = self.last.as_deref().and_then(|last| {
+                    candidates
+                        .iter()
+                        .filter(|n| n.name.as_str() > last)
+                        .min_by(by_name)
+                });
+                next.or_else(|| candidates.iter().min_by(by_name))
+                    .copied()
+                    .expect("candidates is not empty")
             }
             Algorithm::Epvm => {
                 // `L^(d/capacity)` is the same for nodes of the same capacity: compute it once.
@@ -293,7 +299,7 @@ impl Scheduler {
     }
 }
 
-/// The lowest score wins; the first (by name) wins ties.
+/// The lowest score wins; the first by name wins ties.
 fn pick_lowest<'a>(
     candidates: &[&'a NodeView],
     mut score: impl FnMut(&NodeView) -> f64,
@@ -302,7 +308,7 @@ fn pick_lowest<'a>(
     let mut best_score = score(best);
     for &node in &candidates[1..] {
         let s = score(node);
-        if s < best_score {
+        if s < best_score || (s == best_score && node.name < best.name) {
             best = node;
             best_score = s;
         }

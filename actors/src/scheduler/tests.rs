@@ -45,6 +45,14 @@ fn round_robin_cycles_through_ready_nodes_by_name() {
 }
 
 #[test]
+fn equal_scores_go_to_the_first_node_by_name_whatever_order_the_nodes_come_in() {
+    let nodes = [node("c", 4.0, 8), node("a", 4.0, 8), node("b", 4.0, 8)];
+    for algorithm in [Algorithm::Epvm, Algorithm::Greedy] {
+        assert_eq!(check(algorithm, &task(1.0, GIB), &nodes).unwrap(), "a");
+    }
+}
+
+#[test]
 fn a_node_without_room_is_never_chosen() {
     let full = node("a", 4.0, 8).with_reserved(
         Resources {
