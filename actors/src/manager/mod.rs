@@ -9,7 +9,7 @@
 //! - `handlers.rs`: the messages the HTTP API sends.
 //!
 //! Every change to a task comes out of the book as one [`book::Change`], which the actor writes
-//! to the store (`commit`, `commit_removal`, `commit_admission`); readers see it once it is
+//! to the store (`commit`, `commit_removal_then`, `commit_admission`); readers see it once it is
 //! durable. Nothing is dropped: a
 //! task that fits nowhere stays Pending with the reason; a task a node did not take goes back to
 //! Pending and is tried again with back-off; a task stored as Scheduled is sent again when its
@@ -49,7 +49,7 @@ use book::TaskBook;
 use nodes::NodeBook;
 
 /// The write of a change that keeps its task (a removal is written by
-/// [`Manager::commit_removal`]).
+/// [`Manager::commit_removal_then`]).
 fn ops_of(change: &Change) -> Result<Vec<Op>, StoreError> {
     match &change.after {
         Some(task) => Op::put(task).map(|op| vec![op]),
@@ -269,7 +269,7 @@ impl Manager {
     }
 
     /// Writes `change` in one commit; once durable, readers may see it. A removal is written
-    /// by [`Manager::commit_removal`].
+    /// by [`Manager::commit_removal_then`].
     fn commit(
         &mut self,
         change: Change,
@@ -278,17 +278,27 @@ impl Manager {
         self.write(change, None, ops)
     }
 
-    /// Writes the removal of `task` (with its events) in one commit.
-    fn commit_removal(
+    /// Writes the removal of `task` (with its events) in one commit, its wait off the manager's
+    /// context, then runs `then` on the manager with the outcome.
+    fn commit_removal_then(
         &mut self,
         change: Change,
         task: &Task,
-    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
+        ctx: &Context<Self>,
+        then: impl FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>)
+        + Send
+        + 'static,
+    ) {
         let ops = vec![
             Op::delete::<Task>(crate::store::Record::key(task)),
             Op::delete_prefix::<TaskEvent>(events_of(task)),
         ];
-        self.write(change, Some(task.name.clone()), Ok(ops))
+        let name = task.name.clone();
+        let write = self.durable(Ok(ops));
+        self.off_context(ctx, write, move |act, res, ctx| {
+            act.wrote(&change, Some(&name), &res);
+            then(act, res, ctx)
+        });
     }
 
     fn write(

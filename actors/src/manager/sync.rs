@@ -281,9 +281,9 @@ impl Manager {
             .ok_or(BookError::NotFound(id))?;
         let change = self.book.remove(id)?;
         let (done, written) = tokio::sync::oneshot::channel();
-        let write = self.commit_removal(change, &task);
         let removed = task.clone();
-        ctx.spawn(write.map(move |res, act, ctx| {
+        // A prune removes hundreds at a time: their waits go off the manager's context.
+        self.commit_removal_then(change, &removed, ctx, move |act, res, ctx| {
             let ok = res.is_ok();
             let _ = done.send(ok);
             let stale = act.stale_copies.remove(&id).unwrap_or_default();
@@ -296,7 +296,7 @@ impl Manager {
             for (node, placement) in stale {
                 act.forget_on(&node, id, placement, ctx);
             }
-        }));
+        });
         Ok((removed, written))
     }
 
@@ -318,7 +318,7 @@ impl Manager {
             placement: Some(placement),
         };
         let fut = async move { handle.send(forget).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+        self.off_context(ctx, fut, move |act, res, _| match res {
             Ok(()) | Err(crate::worker::WorkerError::NotFound(_)) => {
                 if let Some(set) = act.to_forget.get_mut(&node) {
                     set.remove(&(id, placement));
@@ -331,7 +331,7 @@ impl Manager {
                     .or_default()
                     .insert((id, placement));
             }
-        }));
+        });
     }
 
     fn retry_forgets(&mut self, node: &str, ctx: &mut Context<Self>) {
