@@ -12,6 +12,13 @@ use cube_actors::task::RestartPolicy;
 
 mod server_args;
 
+/// mimalloc rather than glibc's malloc: the control plane allocates small objects on one thread
+/// and frees them on another (a task's write is encoded on the manager's thread and freed by
+/// the store's writer), where glibc's arenas spent a tenth of the busy threads' time (locks,
+/// `malloc_consolidate`); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use server_args::{ManagerArgs, UpArgs, WorkerArgs};
 
 /// Cube: a small container orchestrator.
