@@ -155,7 +155,10 @@ impl Manager {
                     act.place_pending(ctx);
                     let task = change.after.clone().expect("a stop keeps the task");
                     log::info!("task {id} ({}) stopped by user", task.name);
-                    Either::Left(act.commit(change).map(move |res, _, _| res.map(|()| task)))
+                    Either::Left(
+                        act.commit(change, ctx)
+                            .map(move |res, _, _| res.map(|()| task)),
+                    )
                 }
                 Err(e) => Either::Right(fut::ready(Err(e))),
             }
@@ -467,6 +470,8 @@ impl Handler<Shutdown> for Manager {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // What is queued goes to the store before the manager stops.
+        self.flush(ctx);
         ctx.stop();
     }
 }

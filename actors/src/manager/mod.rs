@@ -9,8 +9,8 @@
 //! - `handlers.rs`: the messages the HTTP API sends.
 //!
 //! Every change to a task comes out of the book as one [`book::Change`], which the actor writes
-//! to the store (`commit`, `commit_removal_then`, `commit_admission`); readers see it once it is
-//! durable. Nothing is dropped: a
+//! to the store through its outbox (`outbox.rs`: the changes of one turn in one batch); readers
+//! see it once it is durable. Nothing is dropped: a
 //! task that fits nowhere stays Pending with the reason; a task a node did not take goes back to
 //! Pending and is tried again with back-off; a task stored as Scheduled is sent again when its
 //! node's full resync does not list it.
@@ -20,6 +20,7 @@ mod enroll;
 pub mod events;
 mod handlers;
 pub mod nodes;
+mod outbox;
 mod placement;
 mod retire;
 mod sync;
@@ -28,7 +29,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 pub use book::{BookError, Change, Retention, TaskFilter, TaskPage, Transition};
 pub use enroll::{ConnectWorker, Enroll, Enrollment};
@@ -41,24 +41,12 @@ use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
 use crate::resources::Resources;
 use crate::scheduler::actor::{Reserve, SchedulerActor, UpsertNode};
 use crate::scheduler::{Algorithm, fixed_host_ports};
-use crate::store::{Batch, List, Op, Put, Store, StoreError, events_of};
-use crate::task::{InvalidTask, InvalidTransition, Task, TaskEvent, TaskId};
+use crate::store::{List, Put, Store, StoreError};
+use crate::task::{InvalidTask, InvalidTransition, Task, TaskId};
 use crate::telemetry::ManagerMetrics;
 use crate::worker::WorkerError;
 use book::TaskBook;
 use nodes::NodeBook;
-
-/// The write of a change that keeps its task (a removal is written by
-/// [`Manager::commit_removal_then`]).
-fn ops_of(change: &Change) -> Result<Vec<Op>, StoreError> {
-    match &change.after {
-        Some(task) => Op::put(task).map(|op| vec![op]),
-        None => Err(StoreError::Backend {
-            operation: "encode",
-            reason: format!("the removal of task {} was not given its task", change.task),
-        }),
-    }
-}
 
 /// Why the manager refused or failed a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,9 +182,11 @@ pub struct Manager {
     /// Stopped copies of tasks on nodes other than the task's own (older placements), with
     /// their placement: forgotten there when the task is removed.
     stale_copies: HashMap<TaskId, HashSet<(String, u64)>>,
-    /// While a sync reply is applied: the writes it starts, which must be durable before the
-    /// node's cursor moves.
-    collecting: Option<Vec<oneshot::Receiver<bool>>>,
+    /// While a sync reply is applied: set if one of the writes it starts fails (the node's
+    /// cursor then stays where it was).
+    collecting: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The task writes not yet sent to the store (see `outbox.rs`).
+    outbox: outbox::Outbox,
     /// The enrolled remote workers, by name.
     enrollments: HashMap<String, Enrollment>,
     /// What happened, for `GET /events`.
@@ -251,6 +241,7 @@ impl Manager {
                 handles: HashMap::new(),
                 to_forget: HashMap::new(),
                 collecting: None,
+                outbox: Default::default(),
                 stale_copies: HashMap::new(),
                 enrollments,
             };
@@ -266,133 +257,6 @@ impl Manager {
             }
             manager
         }))
-    }
-
-    /// Writes `change` in one commit; once durable, readers may see it. A removal is written
-    /// by [`Manager::commit_removal_then`].
-    fn commit(
-        &mut self,
-        change: Change,
-    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
-        let ops = ops_of(&change);
-        self.write(change, None, ops)
-    }
-
-    /// Writes the removal of `task` (with its events) in one commit, its wait off the manager's
-    /// context, then runs `then` on the manager with the outcome.
-    fn commit_removal_then(
-        &mut self,
-        change: Change,
-        task: &Task,
-        ctx: &Context<Self>,
-        then: impl FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>)
-        + Send
-        + 'static,
-    ) {
-        let ops = vec![
-            Op::delete::<Task>(crate::store::Record::key(task)),
-            Op::delete_prefix::<TaskEvent>(events_of(task)),
-        ];
-        let name = task.name.clone();
-        let write = self.durable(Ok(ops));
-        self.off_context(ctx, write, move |act, res, ctx| {
-            act.wrote(&change, Some(&name), &res);
-            then(act, res, ctx)
-        });
-    }
-
-    fn write(
-        &mut self,
-        change: Change,
-        name: Option<String>,
-        ops: Result<Vec<Op>, StoreError>,
-    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
-        self.durable(ops)
-            .into_actor(self)
-            .map(move |res: Result<(), ManagerError>, act, _| {
-                act.wrote(&change, name.as_deref(), &res);
-                res
-            })
-    }
-
-    /// The write of `ops`, resolved once durable.
-    fn durable(
-        &self,
-        ops: Result<Vec<Op>, StoreError>,
-    ) -> impl std::future::Future<Output = Result<(), ManagerError>> + use<> {
-        // Sent now, not when the future is first polled: the store queues it at once.
-        let sent = ops.map(|ops| self.store.send(Batch(ops)));
-        async move { Ok(sent?.await??) }
-    }
-
-    /// `change` was written (`res`): published if it is durable; either way readers stop
-    /// waiting on it.
-    fn wrote(&mut self, change: &Change, name: Option<&str>, res: &Result<(), ManagerError>) {
-        match res {
-            Ok(()) => self.published(change, name),
-            Err(e) => log::error!("task {}: cannot record its change: {e}", change.task),
-        }
-        self.book.written(change);
-    }
-
-    /// Writes `change` in one commit, its wait off the manager's context (see
-    /// [`Manager::off_context`]: the changes of every task under way are waited on at once),
-    /// then runs `then` on the manager with the outcome.
-    fn commit_then(
-        &mut self,
-        change: Change,
-        ctx: &Context<Self>,
-        then: impl FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>)
-        + Send
-        + 'static,
-    ) {
-        let write = self.durable(ops_of(&change));
-        self.off_context(ctx, write, move |act, res, ctx| {
-            act.wrote(&change, None, &res);
-            then(act, res, ctx)
-        });
-    }
-
-    /// Writes `change` in the background (for changes nobody waits on but a sync's cursor).
-    fn commit_later(&mut self, change: Change, ctx: &mut Context<Self>) {
-        let (done, written) = oneshot::channel();
-        if let Some(collecting) = &mut self.collecting {
-            collecting.push(written);
-        }
-        self.commit_then(change, ctx, move |_, res, _| {
-            let _ = done.send(res.is_ok());
-        });
-    }
-
-    /// Stores `event` (the submitted envelope) and admits its task in one commit, the wait off
-    /// the manager's context; `then` gets the task as stored, on the manager.
-    fn commit_admission(
-        &mut self,
-        event: TaskEvent,
-        change: Change,
-        ctx: &Context<Self>,
-        then: impl FnOnce(&mut Manager, Result<Task, ManagerError>, &mut Context<Manager>)
-        + Send
-        + 'static,
-    ) {
-        let task = change.after.clone().expect("an admission has a task");
-        let mut event = event;
-        event.task = task.clone();
-        let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&task)?]));
-        let write = self.durable(ops);
-        self.off_context(ctx, write, move |act, res, ctx| {
-            let res = match res {
-                Ok(()) => {
-                    act.wrote(&change, None, &Ok(()));
-                    Ok(task)
-                }
-                Err(e) => {
-                    act.book.undo_admission(&change);
-                    Err(e)
-                }
-            };
-            then(act, res, ctx)
-        });
     }
 
     /// Awaits `work` in a task of its own, then runs `then` on the manager with its outcome.

@@ -5,10 +5,11 @@
 //! acknowledgement) is sent once the writes of the previous one are committed.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use actix::prelude::*;
 use chrono::Utc;
-use futures_util::future::join_all;
 
 use super::book::BookError;
 use super::{Manager, PRUNE_PAUSE, PRUNE_SLICE};
@@ -60,7 +61,7 @@ impl Manager {
             .nodes
             .get(&name)
             .is_some_and(|e| e.generation == generation);
-        let writes = match res {
+        let applied = match res {
             Ok(reply) if current && reply.protocol == PROTOCOL_VERSION => {
                 let status = self.nodes.answered(&name, Utc::now());
                 self.status_changed(&name, status, ctx);
@@ -85,14 +86,13 @@ impl Manager {
                 None
             }
         };
-        // The node's cursor moves once the writes of its changes are durable here.
-        let durable = async move {
-            let (writes, cursor) = writes?;
-            let ok = join_all(writes).await.into_iter().all(|r| r == Ok(true));
-            ok.then_some(cursor)
+        let Some((failed, cursor)) = applied else {
+            return self.sync_done(name, generation, None, ctx);
         };
-        self.off_context(ctx, durable, move |act, cursor, ctx| {
-            act.sync_done(name, generation, cursor, ctx)
+        // The node's cursor moves once the writes of its changes are durable here.
+        self.after_queued(ctx, move |act, durable, ctx| {
+            let ok = durable && !failed.load(std::sync::atomic::Ordering::Relaxed);
+            act.sync_done(name, generation, ok.then_some(cursor), ctx)
         });
     }
 
@@ -132,20 +132,21 @@ impl Manager {
         }
     }
 
-    /// Applies one sync reply from `node`; returns the writes it started, which must be durable
-    /// before the node's cursor moves past it.
+    /// Applies one sync reply from `node`; the writes it starts are queued (the node's cursor
+    /// moves past it once they are durable). Returns the flag set if one of them fails.
     fn apply_sync(
         &mut self,
         node: &str,
         reply: SyncReply,
         ctx: &mut Context<Self>,
-    ) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
+    ) -> Arc<AtomicBool> {
         let reported: HashSet<TaskId> = reply.tasks.iter().map(|t| t.id).collect();
-        self.collecting = Some(Vec::new());
+        let failed = Arc::new(AtomicBool::new(false));
+        self.collecting = Some(Arc::clone(&failed));
         for task in &reply.tasks {
             self.absorb(node, task, ctx);
         }
-        let writes = self.collecting.take().unwrap_or_default();
+        self.collecting = None;
         if reply.full {
             // Routine for a node with nothing on it (every node of a fresh `cube up`).
             let level = if reply.tasks.is_empty() {
@@ -187,7 +188,7 @@ impl Manager {
             }
             self.place_pending(ctx);
         }
-        writes
+        failed
     }
 
     /// Asks every node that is not being asked already for its metrics.

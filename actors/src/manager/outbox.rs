@@ -1,0 +1,252 @@
+//! The manager's writes: every change to a task goes to the store through the [`Outbox`].
+//!
+//! The changes made while the manager handles its mailbox are queued, and sent to the store as
+//! one batch once the messages already waiting are handled (a [`Flush`] message behind them).
+//! A batch is one store message, one commit (it may share that commit with other stores' writes)
+//! and one answer; each change's continuation then runs on the manager, in the order the changes
+//! were made. Under load a batch holds the changes of dozens of tasks, where one message, one
+//! spawned wait and one cross-thread wake-up each used to cost more than the change itself.
+//!
+//! Every task write goes through here, so the writes of one task reach the store in the order
+//! they were made.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::{Change, Manager, ManagerError};
+use crate::store::{Batch, Op, StoreError, events_of};
+use crate::task::{Task, TaskEvent};
+
+/// What runs on the manager once a write is durable (or failed).
+type Then = dyn FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>) + Send;
+
+/// The writes queued since the last flush, with what waits on them.
+#[derive(Default)]
+pub(super) struct Outbox {
+    /// Every op of the queued writes, in the order they were made.
+    ops: Vec<Op>,
+    /// The continuation of each queued write.
+    then: Vec<Box<Then>>,
+    /// A [`Flush`] is in the mailbox.
+    flush_queued: bool,
+}
+
+/// Sends the queued writes to the store (the manager sends it to itself, behind the messages
+/// whose writes it batches).
+pub(super) struct Flush;
+
+impl Message for Flush {
+    type Result = ();
+}
+
+impl Handler<Flush> for Manager {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+/// The write of a change that keeps its task (a removal is written by
+/// [`Manager::commit_removal_then`]).
+pub(super) fn ops_of(change: &Change) -> Result<Vec<Op>, StoreError> {
+    match &change.after {
+        Some(task) => Op::put(task).map(|op| vec![op]),
+        None => Err(StoreError::Backend {
+            operation: "encode",
+            reason: format!("the removal of task {} was not given its task", change.task),
+        }),
+    }
+}
+
+impl Manager {
+    /// Queues `ops` for the next batch; `then` runs on the manager once they are durable (or
+    /// failed). Ops that could not be encoded fail `then` alone, through the mailbox.
+    fn queue_write(
+        &mut self,
+        ops: Result<Vec<Op>, StoreError>,
+        ctx: &Context<Self>,
+        then: Box<Then>,
+    ) {
+        match ops {
+            Ok(ops) => {
+                self.outbox.ops.extend(ops);
+                self.outbox.then.push(then);
+                if !self.outbox.flush_queued {
+                    self.outbox.flush_queued = true;
+                    ctx.address().do_send(Flush);
+                }
+            }
+            Err(e) => ctx
+                .address()
+                .do_send(super::Resume(Box::new(move |act, ctx| {
+                    then(act, Err(e.into()), ctx)
+                }))),
+        }
+    }
+
+    /// Sends the queued writes to the store as one batch; their continuations run, in order,
+    /// once it is durable. The wait is off the manager's context (see [`Manager::off_context`]).
+    pub(super) fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.outbox.flush_queued = false;
+        if self.outbox.then.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.outbox.ops);
+        let waiting = std::mem::take(&mut self.outbox.then);
+        if ops.is_empty() {
+            // Only waits on writes already sent: nothing to commit.
+            for then in waiting {
+                then(self, Ok(()), ctx);
+            }
+            return;
+        }
+        // Sent now: batches reach the store in the order they were flushed.
+        let sent = self.store.send(Batch(ops));
+        let write = async move { Ok::<(), ManagerError>(sent.await??) };
+        self.off_context(ctx, write, move |act, res, ctx| {
+            for then in waiting {
+                then(act, res.clone(), ctx);
+            }
+        });
+    }
+
+    /// Runs `then` once every write queued so far is durable (`true`) or one failed (`false`):
+    /// at once when none is queued.
+    pub(super) fn after_queued(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Manager, bool, &mut Context<Manager>) + Send + 'static,
+    ) {
+        if self.outbox.then.is_empty() {
+            return then(self, true, ctx);
+        }
+        // Queued last, in the same batch as the writes before it: it runs after theirs.
+        self.queue_write(
+            Ok(Vec::new()),
+            ctx,
+            Box::new(move |act, res, ctx| then(act, res.is_ok(), ctx)),
+        );
+    }
+
+    /// Writes `change` in one commit; once durable, readers may see it. A removal is written
+    /// by [`Manager::commit_removal_then`].
+    pub(super) fn commit(
+        &mut self,
+        change: Change,
+        ctx: &Context<Self>,
+    ) -> impl ActorFuture<Self, Output = Result<(), ManagerError>> + use<> {
+        let (done, outcome) = oneshot::channel();
+        self.commit_then(change, ctx, move |_, res, _| {
+            let _ = done.send(res);
+        });
+        async move { outcome.await.unwrap_or(Err(ManagerError::Closed)) }.into_actor(self)
+    }
+
+    /// Writes the removal of `task` (with its events), then runs `then` on the manager with the
+    /// outcome.
+    pub(super) fn commit_removal_then(
+        &mut self,
+        change: Change,
+        task: &Task,
+        ctx: &Context<Self>,
+        then: impl FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>)
+        + Send
+        + 'static,
+    ) {
+        let ops = vec![
+            Op::delete::<Task>(crate::store::Record::key(task)),
+            Op::delete_prefix::<TaskEvent>(events_of(task)),
+        ];
+        let name = task.name.clone();
+        self.queue_write(
+            Ok(ops),
+            ctx,
+            Box::new(move |act, res, ctx| {
+                act.wrote(&change, Some(&name), &res);
+                then(act, res, ctx)
+            }),
+        );
+    }
+
+    /// `change` was written (`res`): published if it is durable; either way readers stop
+    /// waiting on it.
+    pub(super) fn wrote(
+        &mut self,
+        change: &Change,
+        name: Option<&str>,
+        res: &Result<(), ManagerError>,
+    ) {
+        match res {
+            Ok(()) => self.published(change, name),
+            Err(e) => log::error!("task {}: cannot record its change: {e}", change.task),
+        }
+        self.book.written(change);
+    }
+
+    /// Writes `change`, then runs `then` on the manager with the outcome.
+    pub(super) fn commit_then(
+        &mut self,
+        change: Change,
+        ctx: &Context<Self>,
+        then: impl FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>)
+        + Send
+        + 'static,
+    ) {
+        let ops = ops_of(&change);
+        self.queue_write(
+            ops,
+            ctx,
+            Box::new(move |act, res, ctx| {
+                act.wrote(&change, None, &res);
+                then(act, res, ctx)
+            }),
+        );
+    }
+
+    /// Writes `change` in the background (for changes nobody waits on but a sync's cursor: a
+    /// sync waits for them with [`Manager::after_queued`], and a failure is noted in
+    /// `self.collecting`).
+    pub(super) fn commit_later(&mut self, change: Change, ctx: &mut Context<Self>) {
+        let failed = self.collecting.clone();
+        self.commit_then(change, ctx, move |_, res, _| {
+            if let (Err(_), Some(failed)) = (res, failed) {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Stores `event` (the submitted envelope) and admits its task in one commit; `then` gets
+    /// the task as stored, on the manager.
+    pub(super) fn commit_admission(
+        &mut self,
+        event: TaskEvent,
+        change: Change,
+        ctx: &Context<Self>,
+        then: impl FnOnce(&mut Manager, Result<Task, ManagerError>, &mut Context<Manager>)
+        + Send
+        + 'static,
+    ) {
+        let task = change.after.clone().expect("an admission has a task");
+        let mut event = event;
+        event.task = task.clone();
+        let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&task)?]));
+        self.queue_write(
+            ops,
+            ctx,
+            Box::new(move |act, res, ctx| {
+                let res = match res {
+                    Ok(()) => {
+                        act.wrote(&change, None, &Ok(()));
+                        Ok(task)
+                    }
+                    Err(e) => {
+                        act.book.undo_admission(&change);
+                        Err(e)
+                    }
+                };
+                then(act, res, ctx)
+            }),
+        );
+    }
+}
