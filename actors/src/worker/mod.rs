@@ -238,7 +238,12 @@ impl Worker {
                 act.ensure_health_tick(ctx);
                 act.unwritten.done(&id, Some(task.clone()));
                 act.feed.written(task.revision);
-                act.wake_waiters();
+                // A task just taken (Scheduled) is no news to the manager that sent it: the
+                // long polls are answered once it starts or fails, with this change in the
+                // same answer. That saves a sync round per task.
+                if task.state() != TaskState::Scheduled {
+                    act.wake_waiters();
+                }
                 match res {
                     Ok(()) => Ok(task),
                     Err(e) => {
