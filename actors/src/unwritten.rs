@@ -36,14 +36,15 @@ impl<K: Eq + Hash + Clone, V: Clone> Unwritten<K, V> {
     }
 
     /// A write of `key` begun earlier is committed (or failed for good): `version` is what it
-    /// wrote (`None` for a deletion). Writes of one key commit in the order they began.
-    pub fn done(&mut self, key: &K, version: Option<V>) {
+    /// wrote (`None` for a deletion), copied only if more writes of `key` are in flight. Writes
+    /// of one key commit in the order they began.
+    pub fn done(&mut self, key: &K, version: Option<&V>) {
         if let Some((durable, n)) = self.durable.get_mut(key) {
             *n -= 1;
             if *n == 0 {
                 self.durable.remove(key);
             } else {
-                *durable = version;
+                *durable = version.cloned();
             }
         }
     }
@@ -92,15 +93,15 @@ mod tests {
         // A new record is invisible until its first write commits.
         u.begin(&1, None);
         assert_eq!(u.visible(&1, Some(&"a")), None);
-        u.done(&1, Some("a"));
+        u.done(&1, Some(&"a"));
         assert_eq!(u.visible(&1, Some(&"a")), Some(&"a"));
         // Two writes in flight: the first commit shows its version, the second the last.
         u.begin(&1, Some(&"a"));
         u.begin(&1, Some(&"b"));
         assert_eq!(u.visible(&1, Some(&"c")), Some(&"a"));
-        u.done(&1, Some("b"));
+        u.done(&1, Some(&"b"));
         assert_eq!(u.visible(&1, Some(&"c")), Some(&"b"));
-        u.done(&1, Some("c"));
+        u.done(&1, Some(&"c"));
         assert_eq!(u.visible(&1, Some(&"c")), Some(&"c"));
         assert!(u.is_empty());
     }

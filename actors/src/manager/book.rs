@@ -126,12 +126,15 @@ impl TaskBook {
     /// Applies a change: the task becomes `change.after`, or is removed. Deterministic: the same
     /// changes applied in the same order give the same book.
     pub fn apply(&mut self, change: &Change) {
-        if let Some(old) = self.tasks.remove(&change.task) {
-            self.unindex(&old);
+        let old = self.tasks.remove(&change.task);
+        match (&old, &change.after) {
+            (Some(old), Some(new)) => self.reindex(old, new),
+            (Some(old), None) => self.unindex(old),
+            (None, Some(new)) => self.index(new),
+            (None, None) => {}
         }
         match &change.after {
             Some(task) => {
-                self.index(task);
                 self.tasks.insert(task.id, task.clone());
                 if change.from != change.to {
                     let history = self.history.entry(task.id).or_default();
@@ -187,7 +190,7 @@ impl TaskBook {
 
     /// `change` is durable: readers may see it.
     pub fn written(&mut self, change: &Change) {
-        self.unwritten.done(&change.task, change.after.clone());
+        self.unwritten.done(&change.task, change.after.as_ref());
     }
 
     /// An admission whose write failed: the task is gone again, as if never submitted.
@@ -213,6 +216,53 @@ impl TaskBook {
             self.finished.insert(finished_order(task));
         } else {
             self.active_names.insert(task.name.clone(), task.id);
+        }
+    }
+
+    /// [`TaskBook::unindex`] of `old` then [`TaskBook::index`] of `new` (the same task), touching
+    /// only the indexes whose key changed: most changes keep the task's name, node and order.
+    fn reindex(&mut self, old: &Task, new: &Task) {
+        let (was, is) = (order(old), order(new));
+        let moved = was != is;
+        if moved {
+            self.all.remove(&was);
+            self.all.insert(is);
+        }
+        if moved || old.state() != new.state() {
+            remove_from(&mut self.by_state, &old.state(), &was);
+            self.by_state.entry(new.state()).or_default().insert(is);
+        }
+        if moved || old.node != new.node {
+            if let Some(node) = &old.node {
+                remove_from(&mut self.by_node, node, &was);
+            }
+            if let Some(node) = &new.node {
+                self.by_node.entry(node.clone()).or_default().insert(is);
+            }
+        }
+        if moved || old.name != new.name {
+            remove_from(&mut self.by_name, &old.name, &was);
+            self.by_name.entry(new.name.clone()).or_default().insert(is);
+        }
+        if !old.is_finished() && !new.is_finished() && old.name == new.name {
+            // Still active under its name: the name stays its own.
+            match self.active_names.get_mut(&new.name) {
+                Some(id) => *id = new.id,
+                None => {
+                    self.active_names.insert(new.name.clone(), new.id);
+                }
+            }
+            return;
+        }
+        if old.is_finished() {
+            self.finished.remove(&finished_order(old));
+        } else if self.active_names.get(&old.name) == Some(&old.id) {
+            self.active_names.remove(&old.name);
+        }
+        if new.is_finished() {
+            self.finished.insert(finished_order(new));
+        } else {
+            self.active_names.insert(new.name.clone(), new.id);
         }
     }
 

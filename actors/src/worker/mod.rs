@@ -236,7 +236,7 @@ impl Worker {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.ensure_health_tick(ctx);
-                act.unwritten.done(&id, Some(task.clone()));
+                act.unwritten.done(&id, Some(&task));
                 act.feed.written(task.revision);
                 // A task just taken (Scheduled) is no news to the manager that sent it: the
                 // long polls are answered once it starts or fails, with this change in the

@@ -328,3 +328,55 @@ fn a_task_s_history_keeps_its_last_state_changes_and_goes_with_it() {
     book.written(&removed);
     assert!(book.history(&id).is_empty());
 }
+
+/// The indexes of `book`, to compare with those a load of the same tasks builds.
+fn indexes(book: &TaskBook) -> String {
+    let sorted = |m: &HashMap<String, BTreeSet<Order>>| {
+        let mut v: Vec<_> = m.iter().collect();
+        v.sort();
+        format!("{v:?}")
+    };
+    let mut states: Vec<_> = book
+        .by_state
+        .iter()
+        .map(|(s, o)| (s.to_string(), o))
+        .collect();
+    states.sort();
+    let mut names: Vec<_> = book.active_names.iter().collect();
+    names.sort();
+    format!(
+        "{:?} {states:?} {} {} {:?} {names:?}",
+        book.all,
+        sorted(&book.by_node),
+        sorted(&book.by_name),
+        book.finished
+    )
+}
+
+#[test]
+fn changes_keep_the_indexes_a_fresh_load_of_the_same_tasks_builds() {
+    let mut book = TaskBook::default();
+    let a = admitted(&mut book, "a", 0);
+    let b = admitted(&mut book, "b", 1);
+    let c = admitted(&mut book, "c", 2);
+    place(&mut book, a, "n1");
+    place(&mut book, b, "n2");
+    finish(&mut book, a, "n1", 0);
+    let Merge::Changed(ran) = book.merge("n2", &running_report(&book, b)) else {
+        panic!("a running report is a change");
+    };
+    book.written(&ran);
+    // The same name again, now that the first "a" finished.
+    let again = admitted(&mut book, "a", 3);
+    place(&mut book, again, "n2");
+    let lost = book.lose(b, "node n2 is down".into()).unwrap();
+    book.written(&lost);
+    place(&mut book, b, "n1");
+    let removed = book.remove(a).unwrap();
+    book.written(&removed);
+    let tasks: Vec<Task> = [b, c, again]
+        .iter()
+        .map(|id| book.working(id).unwrap().clone())
+        .collect();
+    assert_eq!(indexes(&book), indexes(&TaskBook::load(tasks)));
+}
