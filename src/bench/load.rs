@@ -153,6 +153,9 @@ async fn cluster(
     settings.manager.data_dir = dir.join("manager");
     settings.manager.retain_finished = usize::MAX;
     settings.manager.retain_finished_secs = 365 * 24 * 3600;
+    // Every task of every phase is kept (with its submitted envelope): at ~6,000 tasks/s a
+    // run writes a few GiB, past the default 1 GiB map. The file is sparse.
+    settings.manager.store_map_size_mib = 64 << 10;
     settings.manager.token = bench_token().expose().to_string();
     if let Some(n) = args.max_in_flight {
         settings.manager.max_in_flight = n;
