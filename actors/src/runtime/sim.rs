@@ -129,7 +129,7 @@ impl Actor for SimRuntime {
 impl Handler<Start> for SimRuntime {
     type Result = Result<ContainerInfo, RuntimeError>;
 
-    fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Start, _: &mut Context<Self>) -> Self::Result {
         let (task, store) = (msg.task, msg.store);
         if let Some(known) = &self.known_images
             && !known.contains(&task.image)
@@ -172,23 +172,36 @@ impl Handler<Start> for SimRuntime {
             started_at: Some(Utc::now()),
         };
         if let Some((code, after)) = requested_exit(&task) {
-            let container_id = id.clone();
-            ctx.run_later(after, move |act, _| {
-                if let Some(c) = act.containers.lock().get_mut(&container_id)
-                    && c.info.status == ContainerStatus::Running
-                {
-                    c.info.status = ContainerStatus::Exited {
-                        code,
-                        oom_killed: false,
-                        error: String::new(),
-                    };
-                    c.logs
-                        .push((Utc::now(), format!("exiting with code {code} as asked")));
-                    act.exits.do_send(ContainerExited {
-                        task_id: c.task_id,
-                        container_id,
-                        status: c.info.status.clone(),
-                    });
+            // A timer of its own, not one parked on this actor's context: actix polls every
+            // future parked on a context at each of its wake-ups, and a busy node runs dozens
+            // of tasks. The engine's container exits even if this runtime has stopped, as a
+            // Docker container outlives its worker.
+            let (engine, exits, container_id) =
+                (self.containers.clone(), self.exits.clone(), id.clone());
+            actix::spawn(async move {
+                actix::clock::sleep(after).await;
+                let exited = {
+                    let mut containers = engine.lock();
+                    containers.get_mut(&container_id).and_then(|c| {
+                        if c.info.status != ContainerStatus::Running {
+                            return None;
+                        }
+                        c.info.status = ContainerStatus::Exited {
+                            code,
+                            oom_killed: false,
+                            error: String::new(),
+                        };
+                        c.logs
+                            .push((Utc::now(), format!("exiting with code {code} as asked")));
+                        Some(ContainerExited {
+                            task_id: c.task_id,
+                            container_id: container_id.clone(),
+                            status: c.info.status.clone(),
+                        })
+                    })
+                };
+                if let Some(exited) = exited {
+                    exits.do_send(exited);
                 }
             });
         }
