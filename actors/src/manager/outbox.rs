@@ -94,13 +94,6 @@ impl Manager {
         }
         let ops = std::mem::take(&mut self.outbox.ops);
         let waiting = std::mem::take(&mut self.outbox.then);
-        if ops.is_empty() {
-            // Only waits on writes already sent: nothing to commit.
-            for then in waiting {
-                then(self, Ok(()), ctx);
-            }
-            return;
-        }
         // Sent now: batches reach the store in the order they were flushed.
         let sent = self.store.send(Batch(ops));
         let write = async move { Ok::<(), ManagerError>(sent.await??) };
@@ -111,15 +104,21 @@ impl Manager {
         });
     }
 
-    /// Runs `then` once every write queued so far is durable (`true`) or one failed (`false`):
-    /// at once when none is queued.
+    /// Runs `then` once every write queued so far is durable (`true`) or one failed (`false`).
+    /// Either way it runs after the failures of writes that could not be encoded, which go
+    /// through the mailbox.
     pub(super) fn after_queued(
         &mut self,
         ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Manager, bool, &mut Context<Manager>) + Send + 'static,
     ) {
         if self.outbox.then.is_empty() {
-            return then(self, true, ctx);
+            // Nothing to wait for but those failures: behind them in the mailbox.
+            ctx.address()
+                .do_send(super::Resume(Box::new(move |act, ctx| {
+                    then(act, true, ctx)
+                })));
+            return;
         }
         // Queued last, in the same batch as the writes before it: it runs after theirs.
         self.queue_write(
