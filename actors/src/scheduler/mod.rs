@@ -266,15 +266,13 @@ impl Scheduler {
         // name (sorting a thousand names per decision cost more than the scoring).
         let chosen = match self.algorithm {
             Algorithm::RoundRobin => {
-                let by_name = |a: &&&NodeView, b: &&&NodeView| a.name.cmp(&b.name);
-                let next = self.last.as_deref().and_then(|last| {
-                    candidates
-                        .iter()
-                        .filter(|n| n.name.as_str() > last)
-                        .min_by(by_name)
-                });
-                next.or_else(|| candidates.iter().min_by(by_name))
+                // The first by name after the last pick, else (the round wraps) the first.
+                let last = self.last.as_deref();
+                let wrapped = |n: &NodeView| last.is_some_and(|l| n.name.as_str() <= l);
+                candidates
+                    .iter()
                     .copied()
+                    .min_by(|a, b| (wrapped(a), &a.name).cmp(&(wrapped(b), &b.name)))
                     .expect("candidates is not empty")
             }
             Algorithm::Epvm => {
