@@ -30,6 +30,23 @@ pub struct SimContainer {
     logs: Vec<(DateTime<Utc>, String)>,
 }
 
+impl SimContainer {
+    /// Ends the container with `code` if it runs, as if its process ended, noting `why` in its
+    /// logs; false if it was not running.
+    fn end(&mut self, code: i64, why: String) -> bool {
+        if self.info.status != ContainerStatus::Running {
+            return false;
+        }
+        self.info.status = ContainerStatus::Exited {
+            code,
+            oom_killed: false,
+            error: String::new(),
+        };
+        self.logs.push((Utc::now(), why));
+        true
+    }
+}
+
 /// The simulated engine's containers, by id: shared by the runtimes that use it, and outliving
 /// them, as a Docker engine outlives the workers that use it (see [`SimRuntime::with_engine`]).
 #[derive(Clone, Default)]
@@ -55,19 +72,9 @@ impl SimEngine {
     /// Makes a running container exit with `code`, as if its process ended; its worker learns
     /// of it at its next reconcile. Returns whether there was such a running container.
     pub fn exit(&self, container_id: &str, code: i64) -> bool {
-        match self.lock().get_mut(container_id) {
-            Some(c) if c.info.status == ContainerStatus::Running => {
-                c.info.status = ContainerStatus::Exited {
-                    code,
-                    oom_killed: false,
-                    error: String::new(),
-                };
-                c.logs
-                    .push((Utc::now(), format!("killed with code {code}")));
-                true
-            }
-            _ => false,
-        }
+        self.lock()
+            .get_mut(container_id)
+            .is_some_and(|c| c.end(code, format!("killed with code {code}")))
     }
 }
 
@@ -180,26 +187,14 @@ impl Handler<Start> for SimRuntime {
                 (self.containers.clone(), self.exits.clone(), id.clone());
             actix::spawn(async move {
                 actix::clock::sleep(after).await;
-                let exited = {
-                    let mut containers = engine.lock();
-                    containers.get_mut(&container_id).and_then(|c| {
-                        if c.info.status != ContainerStatus::Running {
-                            return None;
-                        }
-                        c.info.status = ContainerStatus::Exited {
-                            code,
-                            oom_killed: false,
-                            error: String::new(),
-                        };
-                        c.logs
-                            .push((Utc::now(), format!("exiting with code {code} as asked")));
-                        Some(ContainerExited {
+                let exited = engine.lock().get_mut(&container_id).and_then(|c| {
+                    c.end(code, format!("exiting with code {code} as asked"))
+                        .then(|| ContainerExited {
                             task_id: c.task_id,
                             container_id: container_id.clone(),
                             status: c.info.status.clone(),
                         })
-                    })
-                };
+                });
                 if let Some(exited) = exited {
                     exits.do_send(exited);
                 }
