@@ -271,8 +271,9 @@ impl Scheduler {
                 let wrapped = |n: &NodeView| last.is_some_and(|l| n.name.as_str() <= l);
                 candidates
                     .iter()
-                    .copied()
-                    .min_by(|a, b| (wrapped(a), &a.name).cmp(&(wrapped(b), &b.name)))
+                    .map(|n| (wrapped(n), *n))
+                    .min_by(|(wa, a), (wb, b)| (wa, &a.name).cmp(&(wb, &b.name)))
+                    .map(|(_, n)| n)
                     .expect("candidates is not empty")
             }
             Algorithm::Epvm => {
