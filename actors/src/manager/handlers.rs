@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 
 use super::book::{BookError, TaskFilter, TaskPage};
 use super::events::{Since, Subscription};
+use super::reply::Reply;
 use super::{Manager, ManagerError};
 use crate::node::{LOCAL_ADDRESS, Node, NodeReport};
 use crate::remote_worker::WorkerHandle;
@@ -29,23 +30,29 @@ pub struct Submit(pub TaskEvent);
 
 /// Handler for [`Submit`].
 impl Handler<Submit> for Manager {
-    /// A plain future, not one on the manager's context: a thousand submissions waiting for
-    /// their commit would otherwise be polled at every message the manager handles.
-    type Result = ResponseFuture<Result<Task, ManagerError>>;
+    /// Answered from wherever the answer is known: a new task's 201 from the store's writer
+    /// thread as soon as its commit is done (see [`Reply`]).
+    type Result = Reply<Result<Task, ManagerError>>;
 
     fn handle(&mut self, Submit(event): Submit, ctx: &mut Context<Self>) -> Self::Result {
-        let (answer, answered) = tokio::sync::oneshot::channel();
+        let reply = Reply::new();
         let desired = match event.desired() {
             Ok(d) => d,
-            Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
+            Err(e) => {
+                reply.tell(Err(e.into()));
+                return reply;
+            }
         };
         if desired == Desired::Stop {
-            ctx.spawn(self.stop(event.task.id).map(move |res, _, _| {
-                let _ = answer.send(res);
-            }));
+            let answer = reply.clone();
+            ctx.spawn(
+                self.stop(event.task.id)
+                    .map(move |res, _, _| answer.tell(res)),
+            );
         } else {
             let began = std::time::Instant::now();
             let telemetry = self.config.telemetry.clone();
+            let answer = reply.clone();
             self.admit(event, ctx, move |res| {
                 let outcome = match &res {
                     Ok(_) => Submission::Accepted,
@@ -54,22 +61,22 @@ impl Handler<Submit> for Manager {
                     Err(_) => Submission::Invalid,
                 };
                 telemetry.submitted(outcome, began.elapsed().as_secs_f64());
-                let _ = answer.send(res);
+                answer.tell(res);
             });
         }
         self.breathe(ctx);
-        Box::pin(async move { answered.await.unwrap_or(Err(ManagerError::Closed)) })
+        reply
     }
 }
 
 impl Manager {
     /// Admits the task of a submission: stored Pending, then placed; `answer` gets the task as
-    /// stored, or why not.
+    /// stored, or why not (once, from whichever thread knows first).
     fn admit(
         &mut self,
         event: TaskEvent,
         ctx: &mut Context<Self>,
-        answer: impl FnOnce(Result<Task, ManagerError>) + Send + 'static,
+        answer: impl Fn(Result<Task, ManagerError>) + Clone + Send + 'static,
     ) {
         let mut task = event.task.clone();
         if let Err(e) = task.normalize() {
@@ -101,11 +108,8 @@ impl Manager {
             Err(e) => return answer(Err(e.into())),
         };
         let id = change.task;
-        self.commit_admission(event, change, ctx, move |act, res, ctx| {
-            if res.is_ok() {
-                act.place(id, ctx);
-            }
-            answer(res)
+        self.commit_admission(event, change, ctx, answer, move |act, ctx| {
+            act.place(id, ctx)
         });
     }
 }

@@ -22,6 +22,7 @@ mod handlers;
 pub mod nodes;
 mod outbox;
 mod placement;
+mod reply;
 mod retire;
 mod sync;
 
@@ -41,7 +42,7 @@ use crate::remote_worker::{RemoteConfig, RemoteWorker, WorkerHandle};
 use crate::resources::Resources;
 use crate::scheduler::actor::{Reserve, SchedulerActor, UpsertNode};
 use crate::scheduler::{Algorithm, fixed_host_ports};
-use crate::store::{List, Put, Store, StoreError};
+use crate::store::{List, OpenWriter, Put, Store, StoreError, Writer};
 use crate::task::{InvalidTask, InvalidTransition, Task, TaskId};
 use crate::telemetry::ManagerMetrics;
 use crate::worker::WorkerError;
@@ -168,6 +169,8 @@ pub struct Manager {
     config: ManagerConfig,
     /// Where every task, event and node is written before anyone is told.
     store: Addr<Store>,
+    /// The same store's writes without its actor, for the outbox's batches.
+    writer: Writer,
     /// Places tasks and keeps the reservations.
     scheduler: Addr<SchedulerActor>,
     /// Every task.
@@ -215,6 +218,7 @@ impl Manager {
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect();
+        let writer = store.send(OpenWriter).await?;
         let scheduler = SchedulerActor::new(config.algorithm).start();
         for task in tasks.iter().filter(|t| t.state().is_active()) {
             if let Some(node) = &task.node {
@@ -236,6 +240,7 @@ impl Manager {
                 nodes: NodeBook::new(config.unreachable_after, config.node_down_after),
                 config,
                 store,
+                writer,
                 scheduler,
                 book: TaskBook::load(tasks),
                 handles: HashMap::new(),

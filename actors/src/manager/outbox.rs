@@ -9,16 +9,25 @@
 //!
 //! Every task write goes through here, so the writes of one task reach the store in the order
 //! they were made.
+//!
+//! A batch goes straight to the store's writer thread (a [`Writer`], not the store's actor), and
+//! that thread queues the continuations back to the manager as one message as soon as the
+//! commit is done. A write may also carry an early answer ([`Manager::commit_admission`]'s
+//! 201), told on the writer thread right after: it does not wait for the manager's turn.
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{Change, Manager, ManagerError};
-use crate::store::{Batch, Op, StoreError, events_of};
+use crate::store::{Op, StoreError, events_of};
 use crate::task::{Task, TaskEvent};
 
 /// What runs on the manager once a write is durable (or failed).
 type Then = dyn FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>) + Send;
+
+/// What is told on the store's writer thread once a write is durable, after the manager's
+/// continuations are queued (so a caller told and asking again finds the change applied).
+type Early = dyn FnOnce() + Send;
 
 /// The writes queued since the last flush, with what waits on them.
 #[derive(Default)]
@@ -27,6 +36,8 @@ pub(super) struct Outbox {
     ops: Vec<Op>,
     /// The continuation of each queued write.
     then: Vec<Box<Then>>,
+    /// The early answers of the queued writes, told only if their batch is durable.
+    early: Vec<Box<Early>>,
     /// A [`Flush`] is in the mailbox.
     flush_queued: bool,
 }
@@ -85,8 +96,9 @@ impl Manager {
         }
     }
 
-    /// Sends the queued writes to the store as one batch; their continuations run, in order,
-    /// once it is durable. The wait is off the manager's context (see [`Manager::off_context`]).
+    /// Sends the queued writes to the store as one batch. Once it is durable (or failed), the
+    /// writer thread sends their continuations back to the manager, in order, in one message,
+    /// then tells the early answers.
     pub(super) fn flush(&mut self, ctx: &mut Context<Self>) {
         self.outbox.flush_queued = false;
         if self.outbox.then.is_empty() {
@@ -94,12 +106,21 @@ impl Manager {
         }
         let ops = std::mem::take(&mut self.outbox.ops);
         let waiting = std::mem::take(&mut self.outbox.then);
+        let early = std::mem::take(&mut self.outbox.early);
+        let manager = ctx.address();
         // Sent now: batches reach the store in the order they were flushed.
-        let sent = self.store.send(Batch(ops));
-        let write = async move { Ok::<(), ManagerError>(sent.await??) };
-        self.off_context(ctx, write, move |act, res, ctx| {
-            for then in waiting {
-                then(act, res.clone(), ctx);
+        self.writer.write_then(ops, move |res| {
+            let durable = res.is_ok();
+            let res = res.map_err(ManagerError::from);
+            manager.do_send(super::Resume(Box::new(move |act, ctx| {
+                for then in waiting {
+                    then(act, res.clone(), ctx);
+                }
+            })));
+            if durable {
+                for tell in early {
+                    tell();
+                }
             }
         });
     }
@@ -215,36 +236,39 @@ impl Manager {
         });
     }
 
-    /// Stores `event` (the submitted envelope) and admits its task in one commit; `then` gets
-    /// the task as stored, on the manager.
+    /// Stores `event` (the submitted envelope) and admits its task in one commit. Once it is
+    /// durable, `answer` gets the task as stored at once, on the store's writer thread, and
+    /// `then` runs on the manager; if it failed, the admission is undone and `answer` gets the
+    /// error, on the manager.
     pub(super) fn commit_admission(
         &mut self,
         event: TaskEvent,
         change: Change,
         ctx: &Context<Self>,
-        then: impl FnOnce(&mut Manager, Result<Task, ManagerError>, &mut Context<Manager>)
-        + Send
-        + 'static,
+        answer: impl Fn(Result<Task, ManagerError>) + Clone + Send + 'static,
+        then: impl FnOnce(&mut Manager, &mut Context<Manager>) + Send + 'static,
     ) {
         let task = change.after.clone().expect("an admission has a task");
         let mut event = event;
-        event.task = task.clone();
-        let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&task)?]));
+        event.task = task;
+        let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&event.task)?]));
+        if ops.is_ok() {
+            let answer = answer.clone();
+            let task = event.task;
+            self.outbox.early.push(Box::new(move || answer(Ok(task))));
+        }
         self.queue_write(
             ops,
             ctx,
-            Box::new(move |act, res, ctx| {
-                let res = match res {
-                    Ok(()) => {
-                        act.wrote(&change, None, &Ok(()));
-                        Ok(task)
-                    }
-                    Err(e) => {
-                        act.book.undo_admission(&change);
-                        Err(e)
-                    }
-                };
-                then(act, res, ctx)
+            Box::new(move |act, res, ctx| match res {
+                Ok(()) => {
+                    act.wrote(&change, None, &Ok(()));
+                    then(act, ctx)
+                }
+                Err(e) => {
+                    act.book.undo_admission(&change);
+                    answer(Err(e))
+                }
             }),
         );
     }

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 
 use actix::prelude::*;
 
-use super::{Record, Store, StoreError, WriteOp};
+use super::{Record, Store, StoreError, WriteOp, Writer};
 
 pub(crate) fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
@@ -191,6 +191,10 @@ impl Handler<CommitCount> for Store {
 pub struct Op(WriteOp);
 
 impl Op {
+    pub(super) fn into_inner(self) -> WriteOp {
+        self.0
+    }
+
     /// Stores `record`, replacing any with the same key.
     pub fn put<R: Record>(record: &R) -> Result<Op, StoreError> {
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Backend {
@@ -232,6 +236,20 @@ impl Handler<Batch> for Store {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, Batch(ops): Batch, _: &mut Context<Self>) -> Self::Result {
-        self.write(ops.into_iter().map(|Op(op)| op).collect())
+        self.write(ops.into_iter().map(Op::into_inner).collect())
+    }
+}
+
+/// This store's writes without its actor: a [`Writer`].
+#[derive(Message, Debug)]
+#[rtype(result = "Writer")]
+pub struct OpenWriter;
+
+/// Handler for [`OpenWriter`].
+impl Handler<OpenWriter> for Store {
+    type Result = MessageResult<OpenWriter>;
+
+    fn handle(&mut self, _: OpenWriter, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.writer())
     }
 }

@@ -199,7 +199,90 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// Writes waiting for their commit (all in the same one), with the caller to answer.
 struct PendingWrite {
     ops: Vec<WriteOp>,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: Reply,
+}
+
+/// How the writer thread answers a write once its commit is done.
+enum Reply {
+    /// Through a channel (a caller awaits it).
+    Channel(oneshot::Sender<Result<(), StoreError>>),
+    /// By a call, on the writer thread (see [`Writer::write_then`]).
+    Call(OnCommit),
+}
+
+impl Reply {
+    fn send(self, result: Result<(), StoreError>) {
+        match self {
+            // A caller that gave up waiting is no reason to stop.
+            Reply::Channel(reply) => drop(reply.send(result)),
+            Reply::Call(call) => call.run(result),
+        }
+    }
+}
+
+/// What runs on the writer thread once a write is committed (or failed). Dropped without
+/// running (its write never reached a commit: the store shut down), it runs with
+/// [`StoreError::Closed`], so that no caller is left waiting.
+struct OnCommit(Option<Box<Told>>);
+
+/// The call of an [`OnCommit`].
+type Told = dyn FnOnce(Result<(), StoreError>) + Send;
+
+impl OnCommit {
+    fn run(mut self, result: Result<(), StoreError>) {
+        if let Some(call) = self.0.take() {
+            call(result);
+        }
+    }
+}
+
+impl Drop for OnCommit {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            call(Err(StoreError::Closed));
+        }
+    }
+}
+
+/// A store's writes without its actor: the writes go straight to the writer thread, and their
+/// outcome is told by a call on that thread. For a writer whose own thread is busy (the
+/// manager), where every hop through an actor's mailbox waits its turn.
+///
+/// Writes through a `Writer` and through the store's actor reach the writer thread in the order
+/// they are sent (the actor sends when it handles a message).
+#[derive(Clone)]
+pub struct Writer {
+    writes: mpsc::UnboundedSender<PendingWrite>,
+    prefix: String,
+}
+
+impl Writer {
+    /// Queues `ops` for the next commit, all in that one; `then` runs on the writer thread once
+    /// they are durable (or failed). It must be quick: the next commit waits for it.
+    pub fn write_then(
+        &self,
+        ops: Vec<Op>,
+        then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) {
+        let ops = prefixed(&self.prefix, ops.into_iter().map(Op::into_inner).collect());
+        let reply = Reply::Call(OnCommit(Some(Box::new(then))));
+        // A closed queue hands the write back: dropping it runs `then` with `Closed`.
+        let _ = self.writes.send(PendingWrite { ops, reply });
+    }
+}
+
+/// `ops` with `prefix` in front of every key.
+fn prefixed(prefix: &str, mut ops: Vec<WriteOp>) -> Vec<WriteOp> {
+    if !prefix.is_empty() {
+        for op in &mut ops {
+            let key = match op {
+                WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => key,
+                WriteOp::DeletePrefix { prefix, .. } => prefix,
+            };
+            key.insert_str(0, prefix);
+        }
+    }
+    ops
 }
 
 /// Which backend a store uses.
@@ -350,8 +433,7 @@ fn write_loop(
             log::error!("store commit of {} writes failed: {e}", ops.len());
         }
         for reply in replies {
-            // A caller that gave up waiting is no reason to stop.
-            let _ = reply.send(result.clone());
+            reply.send(result.clone());
         }
     }
 }
@@ -367,17 +449,10 @@ impl Actor for Store {
 impl Store {
     /// Queues `ops` for the next commit, all in that one (now, so writes keep the order they
     /// arrived in), and returns a future that waits for that commit.
-    fn write(&self, mut ops: Vec<WriteOp>) -> ResponseFuture<Result<(), StoreError>> {
-        if !self.prefix.is_empty() {
-            for op in &mut ops {
-                let key = match op {
-                    WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => key,
-                    WriteOp::DeletePrefix { prefix, .. } => prefix,
-                };
-                key.insert_str(0, &self.prefix);
-            }
-        }
+    fn write(&self, ops: Vec<WriteOp>) -> ResponseFuture<Result<(), StoreError>> {
+        let ops = prefixed(&self.prefix, ops);
         let (reply, done) = oneshot::channel();
+        let reply = Reply::Channel(reply);
         let queued = self.writes.send(PendingWrite { ops, reply }).is_ok();
         Box::pin(async move {
             if !queued {
@@ -385,6 +460,14 @@ impl Store {
             }
             done.await.map_err(|_| StoreError::Closed)?
         })
+    }
+
+    /// This store's writes without its actor (see [`Writer`]).
+    fn writer(&self) -> Writer {
+        Writer {
+            writes: self.writes.clone(),
+            prefix: self.prefix.clone(),
+        }
     }
 
     /// Runs a read on the blocking pool, within this store's keys.

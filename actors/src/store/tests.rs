@@ -344,3 +344,56 @@ async fn nodes_of_a_shared_lmdb_store_are_apart() {
     })
     .await;
 }
+
+/// A `Writer` writes under its store's prefix, in order with the actor's writes, and tells the
+/// outcome on the writer thread once the write is durable.
+#[actix_rt::test]
+async fn a_writer_is_told_once_its_write_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedStore::open(&StoreKind::Lmdb {
+        dir: dir.path().to_path_buf(),
+        map_size: 64 << 20,
+    })
+    .unwrap();
+    let node = shared.node("node-1");
+    let writer = node.send(OpenWriter).await.unwrap();
+    let t = task(3);
+    let (told, outcome) = tokio::sync::oneshot::channel();
+    let caller = std::thread::current().id();
+    writer.write_then(vec![Op::put(&t).unwrap()], move |res| {
+        let _ = told.send((res, std::thread::current().id()));
+    });
+    let (res, thread) = outcome.await.unwrap();
+    assert_eq!(res, Ok(()));
+    assert_ne!(thread, caller, "told on the writer thread");
+    assert_eq!(
+        node.send(Get::<Task>::new(t.key())).await.unwrap().unwrap(),
+        Some(t.clone()),
+        "written under the node's prefix"
+    );
+    let whole = shared.whole();
+    assert_eq!(
+        whole
+            .send(Get::<Task>::new(format!("node-1/{}", t.key())))
+            .await
+            .unwrap()
+            .unwrap(),
+        Some(t)
+    );
+}
+
+/// A write whose writer thread is gone is told `Closed`, never left waiting.
+#[test]
+fn a_write_that_never_reaches_a_commit_is_told_closed() {
+    let (writes, queue) = mpsc::unbounded_channel();
+    let writer = Writer {
+        writes,
+        prefix: String::new(),
+    };
+    drop(queue);
+    let (told, mut outcome) = tokio::sync::oneshot::channel();
+    writer.write_then(vec![Op::put(&task(1)).unwrap()], move |res| {
+        let _ = told.send(res);
+    });
+    assert_eq!(outcome.try_recv(), Ok(Err(StoreError::Closed)));
+}
