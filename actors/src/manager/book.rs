@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
-use crate::task::{Task, TaskId, TaskState};
+use crate::task::{Task, TaskId, TaskMap, TaskState};
 use crate::unwritten::Unwritten;
 
 /// One change of one task.
@@ -79,7 +79,7 @@ fn finished_order(task: &Task) -> Order {
 #[derive(Debug, Default)]
 pub struct TaskBook {
     /// Every task, as last changed.
-    tasks: HashMap<TaskId, Task>,
+    tasks: TaskMap,
     /// Every task in arrival order.
     all: BTreeSet<Order>,
     /// Tasks by state, in arrival order.

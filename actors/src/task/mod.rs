@@ -5,6 +5,7 @@
 //! and nowhere else: `Cpu` is in cores, `Memory` and `Disk` are in bytes.
 
 mod check;
+mod map;
 mod policy;
 mod state;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 pub use check::HealthCheck;
+pub use map::TaskMap;
 pub use policy::RestartPolicy;
 pub use state::TaskState;
 

@@ -36,7 +36,7 @@ use crate::runtime::{
     SimRuntime, Start, Stop, Watch,
 };
 use crate::store::{Get, List, Put, Store, StoreError};
-use crate::task::{Task, TaskId, TaskState};
+use crate::task::{Task, TaskId, TaskMap, TaskState};
 use crate::telemetry::WorkerMetrics;
 use crate::unwritten::Unwritten;
 use exit::{ExitOutcome, RestartBudget, exit_outcome, short};
@@ -105,7 +105,7 @@ pub struct Worker {
     /// Samples the machine for `GET /stats` (the worker adds its task count).
     metrics: Option<Addr<MetricsCollector>>,
     /// Every task of this worker, as last changed (possibly not durable yet).
-    tasks: HashMap<TaskId, Task>,
+    tasks: TaskMap,
     /// The durable version of tasks whose writes are in flight: what readers see.
     unwritten: Unwritten<TaskId, Task>,
     /// The numbered changes, for managers' syncs.
@@ -165,7 +165,7 @@ impl Worker {
             // The epoch is durable before any manager hears of it.
             store.send(Put(feed.head())).await??;
         }
-        let tasks = tasks.into_iter().map(|t| (t.id, t)).collect();
+        let tasks = tasks.into_iter().collect();
         let build = move |ctx: &mut Context<Worker>| {
             let exits = ctx.address().recipient();
             let runtime = match runtime {
