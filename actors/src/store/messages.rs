@@ -160,7 +160,7 @@ impl Handler<Close> for Store {
 
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
         // One node's part of a shared store leaves the files to the others.
-        let wait = if self.prefix.is_empty() {
+        let wait = if self.writer.prefix.is_empty() {
             self.backend.wait_closed()
         } else {
             Box::new(|| {})
@@ -250,6 +250,6 @@ impl Handler<OpenWriter> for Store {
     type Result = MessageResult<OpenWriter>;
 
     fn handle(&mut self, _: OpenWriter, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.writer())
+        MessageResult(self.writer.clone())
     }
 }

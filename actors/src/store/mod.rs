@@ -199,25 +199,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// Writes waiting for their commit (all in the same one), with the caller to answer.
 struct PendingWrite {
     ops: Vec<WriteOp>,
-    reply: Reply,
-}
-
-/// How the writer thread answers a write once its commit is done.
-enum Reply {
-    /// Through a channel (a caller awaits it).
-    Channel(oneshot::Sender<Result<(), StoreError>>),
-    /// By a call, on the writer thread (see [`Writer::write_then`]).
-    Call(OnCommit),
-}
-
-impl Reply {
-    fn send(self, result: Result<(), StoreError>) {
-        match self {
-            // A caller that gave up waiting is no reason to stop.
-            Reply::Channel(reply) => drop(reply.send(result)),
-            Reply::Call(call) => call.run(result),
-        }
-    }
+    reply: OnCommit,
 }
 
 /// What runs on the writer thread once a write is committed (or failed). Dropped without
@@ -244,15 +226,17 @@ impl Drop for OnCommit {
     }
 }
 
-/// A store's writes without its actor: the writes go straight to the writer thread, and their
-/// outcome is told by a call on that thread. For a writer whose own thread is busy (the
-/// manager), where every hop through an actor's mailbox waits its turn.
+/// A store's writes: they go straight to the writer thread, and their outcome is told by a call
+/// on that thread. The store's actor writes through its own; a writer whose thread is busy (the
+/// manager) takes one ([`OpenWriter`]) to skip the hops through the actor's mailbox.
 ///
 /// Writes through a `Writer` and through the store's actor reach the writer thread in the order
 /// they are sent (the actor sends when it handles a message).
 #[derive(Clone)]
 pub struct Writer {
     writes: mpsc::UnboundedSender<PendingWrite>,
+    /// The start of every key of its store in the backend: empty for a store of its own,
+    /// `<node>/` for one node's part of a [`SharedStore`].
     prefix: String,
 }
 
@@ -264,8 +248,13 @@ impl Writer {
         ops: Vec<Op>,
         then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
     ) {
-        let ops = prefixed(&self.prefix, ops.into_iter().map(Op::into_inner).collect());
-        let reply = Reply::Call(OnCommit(Some(Box::new(then))));
+        self.send(ops.into_iter().map(Op::into_inner).collect(), then);
+    }
+
+    /// [`Writer::write_then`] for ops already taken apart.
+    fn send(&self, ops: Vec<WriteOp>, then: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
+        let ops = prefixed(&self.prefix, ops);
+        let reply = OnCommit(Some(Box::new(then)));
         // A closed queue hands the write back: dropping it runs `then` with `Closed`.
         let _ = self.writes.send(PendingWrite { ops, reply });
     }
@@ -303,14 +292,12 @@ pub enum StoreKind {
 pub struct Store {
     /// Reads go straight to the backend (on the blocking pool).
     backend: Arc<dyn Backend>,
-    /// Writes go to the writer thread, in the order the actor received them; dropping this ends
-    /// the thread. The queue itself is unbounded: the actor's bounded mailbox is the back-pressure.
-    writes: mpsc::UnboundedSender<PendingWrite>,
+    /// Writes go to the writer thread, in the order the actor received them; dropping the last
+    /// writer ends the thread. Its queue is unbounded: the actor's bounded mailbox is the
+    /// back-pressure.
+    writer: Writer,
     /// The writer thread's commits: how many, how long, how many writes each.
     metrics: StoreMetrics,
-    /// The start of every key of this store in the backend: empty for a store of its own,
-    /// `<node>/` for one node's part of a [`SharedStore`].
-    prefix: String,
 }
 
 /// One backend and one writer thread shared by many stores, each a key prefix of it: the nodes
@@ -378,9 +365,11 @@ impl SharedStore {
     fn store(&self, prefix: String) -> Store {
         Store {
             backend: Arc::clone(&self.backend),
-            writes: self.writes.clone(),
+            writer: Writer {
+                writes: self.writes.clone(),
+                prefix,
+            },
             metrics: self.metrics.clone(),
-            prefix,
         }
     }
 }
@@ -433,7 +422,7 @@ fn write_loop(
             log::error!("store commit of {} writes failed: {e}", ops.len());
         }
         for reply in replies {
-            reply.send(result.clone());
+            reply.run(result.clone());
         }
     }
 }
@@ -450,24 +439,11 @@ impl Store {
     /// Queues `ops` for the next commit, all in that one (now, so writes keep the order they
     /// arrived in), and returns a future that waits for that commit.
     fn write(&self, ops: Vec<WriteOp>) -> ResponseFuture<Result<(), StoreError>> {
-        let ops = prefixed(&self.prefix, ops);
         let (reply, done) = oneshot::channel();
-        let reply = Reply::Channel(reply);
-        let queued = self.writes.send(PendingWrite { ops, reply }).is_ok();
-        Box::pin(async move {
-            if !queued {
-                return Err(StoreError::Closed);
-            }
-            done.await.map_err(|_| StoreError::Closed)?
-        })
-    }
-
-    /// This store's writes without its actor (see [`Writer`]).
-    fn writer(&self) -> Writer {
-        Writer {
-            writes: self.writes.clone(),
-            prefix: self.prefix.clone(),
-        }
+        // A caller that gave up waiting is no reason to stop.
+        self.writer
+            .send(ops, move |result| drop(reply.send(result)));
+        Box::pin(async move { done.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// Runs a read on the blocking pool, within this store's keys.
@@ -477,7 +453,7 @@ impl Store {
         F: FnOnce(Scope<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let backend = Arc::clone(&self.backend);
-        let prefix = self.prefix.clone();
+        let prefix = self.writer.prefix.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 f(Scope {
