@@ -7,6 +7,8 @@
 //! - `placement.rs`: place (ask the scheduler), assign (store the placement), deliver (send it).
 //! - `sync.rs`: follow each worker's change feed (a long poll), poll metrics, prune history.
 //! - `handlers.rs`: the messages the HTTP API sends.
+//! - `turn.rs`: how it shares its thread (waits off its context that come back as a
+//!   `Resume`, a yield every few messages).
 //!
 //! Every change to a task comes out of the book as one [`book::Change`], which the actor writes
 //! to the store through its outbox (`outbox.rs`: the changes of one turn in one batch); readers
@@ -25,6 +27,7 @@ mod placement;
 mod reply;
 mod retire;
 mod sync;
+mod turn;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -264,24 +267,6 @@ impl Manager {
         }))
     }
 
-    /// Awaits `work` in a task of its own, then runs `then` on the manager with its outcome.
-    ///
-    /// For waits that can be long (a sync's long poll): actix polls every future spawned on a
-    /// context each time the context wakes, so a thousand long polls parked there would make
-    /// every message the manager handles cost a thousand polls.
-    pub(super) fn off_context<T: Send + 'static>(
-        &self,
-        ctx: &Context<Self>,
-        work: impl std::future::Future<Output = T> + 'static,
-        then: impl FnOnce(&mut Manager, T, &mut Context<Manager>) + Send + 'static,
-    ) {
-        let manager = ctx.address();
-        actix::spawn(async move {
-            let outcome = work.await;
-            manager.do_send(Resume(Box::new(move |act, ctx| then(act, outcome, ctx))));
-        });
-    }
-
     /// A durable change: counted, and told to the event stream's subscribers.
     fn published(&mut self, change: &Change, name: Option<&str>) {
         self.count_waiting();
@@ -443,44 +428,6 @@ impl Manager {
                 self.scheduler.do_send(crate::scheduler::actor::Release(id));
                 self.commit_later(change, ctx);
             }
-        }
-    }
-}
-
-/// Work finished off the manager's context, coming back to it (see [`Manager::off_context`]).
-struct Resume(Box<ResumeFn>);
-
-/// What comes back to the manager: a closure over it.
-type ResumeFn = dyn FnOnce(&mut Manager, &mut Context<Manager>) + Send;
-
-impl Message for Resume {
-    type Result = ();
-}
-
-impl Handler<Resume> for Manager {
-    type Result = ();
-
-    fn handle(&mut self, Resume(then): Resume, ctx: &mut Context<Self>) {
-        then(self, ctx);
-        self.breathe(ctx);
-    }
-}
-
-/// Messages the manager handles in a row before it lets the other tasks of its thread run.
-const MESSAGES_PER_TURN: u32 = 16;
-
-impl Manager {
-    /// Lets the other tasks of the manager's thread run every [`MESSAGES_PER_TURN`] messages.
-    ///
-    /// An actix context handles every message in its mailbox before it returns to the
-    /// executor; under load, messages keep arriving from other threads and the manager would
-    /// hold its thread for as long as they come, while the store and scheduler actors and the
-    /// waits of `off_context` (which share the thread) wait for it.
-    fn breathe(&mut self, ctx: &mut Context<Self>) {
-        self.since_yield += 1;
-        if self.since_yield >= MESSAGES_PER_TURN {
-            self.since_yield = 0;
-            ctx.wait(tokio::task::yield_now().into_actor(self));
         }
     }
 }

@@ -18,6 +18,7 @@
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::turn::Resume;
 use super::{Change, Manager, ManagerError};
 use crate::store::{Op, StoreError, events_of};
 use crate::task::{Task, TaskEvent};
@@ -88,11 +89,9 @@ impl Manager {
                     ctx.address().do_send(Flush);
                 }
             }
-            Err(e) => ctx
-                .address()
-                .do_send(super::Resume(Box::new(move |act, ctx| {
-                    then(act, Err(e.into()), ctx)
-                }))),
+            Err(e) => Resume::send(&ctx.address(), move |act, ctx| {
+                then(act, Err(e.into()), ctx)
+            }),
         }
     }
 
@@ -112,11 +111,11 @@ impl Manager {
         self.writer.write_then(ops, move |res| {
             let durable = res.is_ok();
             let res = res.map_err(ManagerError::from);
-            manager.do_send(super::Resume(Box::new(move |act, ctx| {
+            Resume::send(&manager, move |act, ctx| {
                 for then in waiting {
                     then(act, res.clone(), ctx);
                 }
-            })));
+            });
             if durable {
                 for tell in early {
                     tell();
@@ -135,10 +134,7 @@ impl Manager {
     ) {
         if self.outbox.then.is_empty() {
             // Nothing to wait for but those failures: behind them in the mailbox.
-            ctx.address()
-                .do_send(super::Resume(Box::new(move |act, ctx| {
-                    then(act, true, ctx)
-                })));
+            Resume::send(&ctx.address(), move |act, ctx| then(act, true, ctx));
             return;
         }
         // Queued last, in the same batch as the writes before it: it runs after theirs.
