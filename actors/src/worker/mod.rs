@@ -465,7 +465,9 @@ impl Actor for Worker {
             log::info!("task {id}: resuming its start after a worker restart");
             self.launch(id, None, ctx);
         }
+        // The first reconcile lists every container; the next full listings are staggered.
         self.reconcile(ctx);
+        self.stagger_full_listings();
         // The nodes of one process start together: a random phase keeps their reconciles from
         // all falling in the same instant.
         let every = self.config.reconcile_interval;

@@ -16,6 +16,16 @@ use crate::telemetry::StopCause;
 const FULL_LISTING_EVERY: u64 = 10;
 
 impl Worker {
+    /// Puts this worker's listings of stopped containers at a point of its own in the cycle of
+    /// [`FULL_LISTING_EVERY`] reconciles. They cost what the worker keeps (a container per
+    /// finished task), and the nodes of one process start together: without this, a thousand
+    /// nodes list theirs within the same reconcile interval, every cycle, and what they were
+    /// starting waits behind them.
+    pub(super) fn stagger_full_listings(&mut self) {
+        let offset = uuid::Uuid::new_v4().as_u128() % u128::from(FULL_LISTING_EVERY);
+        self.reconciles += offset as u64;
+    }
+
     /// Compares the tasks with the runtime and applies what changed: Running tasks whose
     /// container ended, containers of finished tasks still running (a stop that failed half-way),
     /// containers of an older start or placement of a task, and containers this worker's store
