@@ -331,11 +331,9 @@ fn a_task_s_history_keeps_its_last_state_changes_and_goes_with_it() {
 
 /// The indexes of `book`, to compare with those a load of the same tasks builds.
 fn indexes(book: &TaskBook) -> String {
-    let sorted = |m: &HashMap<String, BTreeSet<Order>>| {
-        let mut v: Vec<_> = m.iter().collect();
-        v.sort();
-        format!("{v:?}")
-    };
+    // B-trees: their order is the keys' own.
+    let sorted =
+        |m: &BTreeMap<String, BTreeSet<Order>>| format!("{:?}", m.iter().collect::<Vec<_>>());
     let mut states: Vec<_> = book
         .by_state
         .iter()
