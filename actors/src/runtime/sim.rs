@@ -49,11 +49,14 @@ impl SimContainer {
 
 /// The simulated engine's containers, by id: shared by the runtimes that use it, and outliving
 /// them, as a Docker engine outlives the workers that use it (see [`SimRuntime::with_engine`]).
+/// Each in a box (see [`crate::task::TaskMap`]): a node keeps a container per finished task, the
+/// nodes of a `cube up` fill evenly, and a thousand maps of inline containers doubling within
+/// the same seconds held the nodes' thread.
 #[derive(Clone, Default)]
-pub struct SimEngine(Arc<Mutex<HashMap<String, SimContainer>>>);
+pub struct SimEngine(Arc<Mutex<HashMap<String, Box<SimContainer>>>>);
 
 impl SimEngine {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SimContainer>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<SimContainer>>> {
         // A panic while holding the lock leaves whole containers behind: still consistent.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -202,7 +205,7 @@ impl Handler<Start> for SimRuntime {
         }
         self.containers.lock().insert(
             id,
-            SimContainer {
+            Box::new(SimContainer {
                 task_id: task.id,
                 placement: task.placement,
                 task: task.clone(),
@@ -215,7 +218,7 @@ impl Handler<Start> for SimRuntime {
                         task.name, task.image
                     ),
                 )],
-            },
+            }),
         );
         Ok(info)
     }
