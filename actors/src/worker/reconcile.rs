@@ -15,6 +15,12 @@ use crate::telemetry::StopCause;
 /// Every how many reconciles the stopped containers are listed too.
 const FULL_LISTING_EVERY: u64 = 10;
 
+/// How many reconciles a node's cycle of full listings is shifted by: a random one of
+/// [`FULL_LISTING_EVERY`].
+fn listing_offset() -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % u128::from(FULL_LISTING_EVERY)) as u64
+}
+
 impl Worker {
     /// Puts this worker's listings of stopped containers at a point of its own in the cycle of
     /// [`FULL_LISTING_EVERY`] reconciles. They cost what the worker keeps (a container per
@@ -22,8 +28,7 @@ impl Worker {
     /// nodes list theirs within the same reconcile interval, every cycle, and what they were
     /// starting waits behind them.
     pub(super) fn stagger_full_listings(&mut self) {
-        let offset = uuid::Uuid::new_v4().as_u128() % u128::from(FULL_LISTING_EVERY);
-        self.reconciles += offset as u64;
+        self.reconciles += listing_offset();
     }
 
     /// Compares the tasks with the runtime and applies what changed: Running tasks whose
@@ -194,5 +199,21 @@ impl Worker {
             }
             .into_actor(self),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thousand nodes' full listings spread over the whole cycle, about a tenth at each point.
+    #[test]
+    fn a_thousand_nodes_spread_their_full_listings_over_the_cycle() {
+        let mut at = [0u32; FULL_LISTING_EVERY as usize];
+        for _ in 0..1000 {
+            at[listing_offset() as usize] += 1;
+        }
+        // 100 expected at each point; 50 and 150 are five standard deviations away.
+        assert!(at.iter().all(|n| (50..=150).contains(n)), "{at:?}");
     }
 }
