@@ -320,12 +320,13 @@ pub struct ManagerNode {
 }
 
 /// Opens the store of `store` kind (durable in `dir`) and its writer, which counts its commits
-/// in `metrics`.
+/// in `metrics`; with `nodes`, in the layout of the nodes of one process.
 fn open_shared(
     store: StoreChoice,
     dir: &std::path::Path,
     map_size_mib: usize,
     metrics: StoreMetrics,
+    nodes: bool,
 ) -> Result<SharedStore, cube_actors::store::StoreError> {
     let kind = match store {
         StoreChoice::Memory => StoreKind::Memory,
@@ -334,7 +335,11 @@ fn open_shared(
             map_size: map_size_mib << 20,
         },
     };
-    SharedStore::open_with(&kind, metrics)
+    if nodes {
+        SharedStore::open_nodes_with(&kind, metrics)
+    } else {
+        SharedStore::open_with(&kind, metrics)
+    }
 }
 
 /// The store of one node (a manager, or a worker of its own), as a whole.
@@ -345,7 +350,7 @@ fn open_store(
     what: &str,
     metrics: StoreMetrics,
 ) -> anyhow::Result<Addr<Store>> {
-    let shared = open_shared(store, dir, map_size_mib, metrics)
+    let shared = open_shared(store, dir, map_size_mib, metrics, false)
         .with_context(|| format!("{what}: cannot open its store"))?;
     Ok(shared.whole())
 }
@@ -534,7 +539,7 @@ pub async fn start_cluster(settings: &ClusterSettings) -> anyhow::Result<Cluster
         store: StoreMetrics::new("nodes"),
     };
     let size = settings.store_map_size_mib;
-    let shared = open_shared(settings.store, &nodes_dir, size, local.store.clone())
+    let shared = open_shared(settings.store, &nodes_dir, size, local.store.clone(), true)
         .with_context(|| format!("the nodes' store in {}", nodes_dir.display()))?;
     let manager = start_manager_with(&settings.manager, Some(&local)).await?;
     if settings.store == StoreChoice::Lmdb {

@@ -17,7 +17,11 @@ use super::{Backend, Record, StoreError, Table, WriteOp};
 /// - 1: tasks (keyed by task id), events (keyed by event id) and nodes.
 /// - 2: tasks keyed `<submit time>.<task id>` and events `<task key>/<event id>`, in arrival
 ///   order (see the `Record` impls); `meta` may also hold a worker's feed head.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: in the store shared by the nodes of one process, a node's tasks are keyed
+///   `<task key>@<node>` rather than `<node>/<task key>` (`store::layout`, which moves them
+///   when it opens the store); nothing else changed, and a store of one node is as in 2. The
+///   number tells an older Cube, which would not find those tasks, to refuse the directory.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The key in the `meta` database that holds [`FORMAT_VERSION`].
 const VERSION_KEY: &str = "format_version";
@@ -98,7 +102,7 @@ impl LmdbBackend {
         drop(rtxn);
         match found {
             Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
-            Some(v) if v == "1" => self.migrate(1),
+            Some(v) if v == "1" || v == "2" => self.migrate(v.parse().unwrap_or(1)),
             Some(found) => Err(StoreError::Version {
                 path: self.path.clone(),
                 found,

@@ -12,6 +12,7 @@
 //! **LMDB calls never run on the async executor**: writes run on the writer thread, reads on
 //! tokio's blocking pool.
 
+mod layout;
 mod lmdb;
 mod memory;
 
@@ -165,7 +166,7 @@ impl Record for crate::node::Node {
 }
 
 /// One change to the store, already encoded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum WriteOp {
     Put {
         table: Table,
@@ -319,10 +320,23 @@ impl SharedStore {
     /// Opens the backend of `kind` and starts its writer thread, which counts its commits in
     /// `metrics`.
     pub fn open_with(kind: &StoreKind, metrics: StoreMetrics) -> Result<SharedStore, StoreError> {
-        let backend: Arc<dyn Backend> = match kind {
-            StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
-            StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
-        };
+        SharedStore::start_writer(open_backend(kind)?, metrics)
+    }
+
+    /// [`SharedStore::open_with`] for the nodes of one process: their tasks lie in submit
+    /// order across nodes, so that a commit's writes share pages ([`layout::NodeLayout`]).
+    pub fn open_nodes_with(
+        kind: &StoreKind,
+        metrics: StoreMetrics,
+    ) -> Result<SharedStore, StoreError> {
+        let backend = layout::NodeLayout::open(open_backend(kind)?)?;
+        SharedStore::start_writer(Arc::new(backend), metrics)
+    }
+
+    fn start_writer(
+        backend: Arc<dyn Backend>,
+        metrics: StoreMetrics,
+    ) -> Result<SharedStore, StoreError> {
         let (writes, queue) = mpsc::unbounded_channel();
         let writer_backend = Arc::clone(&backend);
         let writer_metrics = metrics.clone();
@@ -392,6 +406,14 @@ impl Store {
             map_size: 1 << 30,
         })
     }
+}
+
+/// The backend of `kind`, open.
+fn open_backend(kind: &StoreKind) -> Result<Arc<dyn Backend>, StoreError> {
+    Ok(match kind {
+        StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
+        StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
+    })
 }
 
 /// The writer thread: take every waiting write, commit them together, answer everyone.

@@ -283,9 +283,15 @@ async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_inta
 }
 
 /// The nodes of a shared store each pass the basic suite on their own, see only their own
-/// records (a prefix deletion included), and share one commit stream.
-async fn shared_suite(kind: StoreKind) {
-    let shared = SharedStore::open(&kind).unwrap();
+/// records (prefix deletions included), and share one commit stream; in the nodes' layout
+/// (`nodes`) too.
+async fn shared_suite(kind: StoreKind, nodes: bool) {
+    let shared = if nodes {
+        SharedStore::open_nodes_with(&kind, StoreMetrics::default())
+    } else {
+        SharedStore::open(&kind)
+    }
+    .unwrap();
     let (one, two) = (shared.node("node-1"), shared.node("node-10"));
     basic_suite(one.clone()).await;
     basic_suite(two.clone()).await;
@@ -328,21 +334,109 @@ async fn shared_suite(kind: StoreKind) {
     assert_eq!(count(&two).await, before_two);
     let commits = one.send(CommitCount).await.unwrap();
     assert_eq!(two.send(CommitCount).await.unwrap(), commits, "one writer");
+    // Removing all of node-1's tasks leaves node-10's.
+    let tasks = |store: &Addr<Store>| {
+        let store = store.clone();
+        async move { store.send(Count::<Task>::all()).await.unwrap().unwrap() }
+    };
+    let on_two = tasks(&two).await;
+    assert!(tasks(&one).await > 0 && on_two > 0);
+    let ops = vec![Op::delete_prefix::<Task>("")];
+    one.send(Batch(ops)).await.unwrap().unwrap();
+    assert_eq!(tasks(&one).await, 0);
+    assert_eq!(tasks(&two).await, on_two);
+    assert!(
+        one.send(List::<Task>::all())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[actix_rt::test]
 async fn nodes_of_a_shared_memory_store_are_apart() {
-    shared_suite(StoreKind::Memory).await;
+    shared_suite(StoreKind::Memory, false).await;
+    shared_suite(StoreKind::Memory, true).await;
 }
 
 #[actix_rt::test]
 async fn nodes_of_a_shared_lmdb_store_are_apart() {
+    for nodes in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = StoreKind::Lmdb {
+            dir: dir.path().to_path_buf(),
+            map_size: 64 << 20,
+        };
+        shared_suite(kind, nodes).await;
+    }
+}
+
+/// Tasks written under node prefixes (format 2) are moved to the nodes' layout when it opens,
+/// each node's to it (a node's name may hold an `@`), the other tables untouched; under the
+/// prefixes none is left.
+#[test]
+fn tasks_under_node_prefixes_move_to_the_nodes_layout_intact() {
     let dir = tempfile::tempdir().unwrap();
-    shared_suite(StoreKind::Lmdb {
-        dir: dir.path().to_path_buf(),
-        map_size: 64 << 20,
-    })
-    .await;
+    let (a, b, c, d) = (task(1), task(2), task(3), task(4));
+    let put = |key: String, value: &Task| WriteOp::Put {
+        table: Table::Tasks,
+        key,
+        value: serde_json::to_vec(value).unwrap(),
+    };
+    let event = WriteOp::Put {
+        table: Table::Events,
+        key: format!("node-1/{}/e", a.key()),
+        value: b"{}".to_vec(),
+    };
+    let old = lmdb::LmdbBackend::open(dir.path(), 64 << 20).unwrap();
+    old.apply(&[
+        put(format!("node-1/{}", a.key()), &a),
+        put(format!("node-1/{}", b.key()), &b),
+        put(format!("node-10/{}", c.key()), &c),
+        put(format!("team@x-1/{}", d.key()), &d),
+        event,
+    ])
+    .unwrap();
+    drop(old);
+
+    let inner: Arc<dyn Backend> = Arc::new(lmdb::LmdbBackend::open(dir.path(), 64 << 20).unwrap());
+    let nodes = layout::NodeLayout::open(inner).unwrap();
+    let keys = |prefix: &str| -> Vec<String> {
+        let listed = nodes.list(Table::Tasks, prefix).unwrap();
+        listed.into_iter().map(|(k, _)| k).collect()
+    };
+    let mut on_one = vec![format!("node-1/{}", a.key()), format!("node-1/{}", b.key())];
+    on_one.sort();
+    assert_eq!(keys("node-1/"), on_one);
+    assert_eq!(keys("node-10/"), vec![format!("node-10/{}", c.key())]);
+    assert_eq!(keys("team@x-1/"), vec![format!("team@x-1/{}", d.key())]);
+    let got = nodes
+        .get(Table::Tasks, &format!("node-1/{}", a.key()))
+        .unwrap();
+    assert_eq!(got, Some(serde_json::to_vec(&a).unwrap()));
+    assert_eq!(nodes.count(Table::Events, "node-1/").unwrap(), 1);
+    drop(nodes);
+
+    // Without the layout: the four tasks, none under a node's prefix.
+    let raw = lmdb::LmdbBackend::open(dir.path(), 64 << 20).unwrap();
+    assert_eq!(raw.count(Table::Tasks, "node-1/").unwrap(), 0);
+    assert_eq!(raw.count(Table::Tasks, "team@x-1/").unwrap(), 0);
+    let stored: Vec<String> = raw
+        .list(Table::Tasks, "")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(stored.len(), 4);
+    assert!(
+        stored.contains(&format!("{}@team@x-1", d.key())),
+        "{stored:?}"
+    );
+    assert!(
+        stored.contains(&format!("{}@node-10", c.key())),
+        "{stored:?}"
+    );
 }
 
 /// A `Writer` writes under its store's prefix, in order with the actor's writes, and tells the
