@@ -1,6 +1,6 @@
 //! [`TaskMap`]: tasks by ID, for the maps that hold every task (the manager's book, a worker).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Task, TaskId};
 
@@ -9,60 +9,88 @@ use super::{Task, TaskId};
 /// moved 224 MiB into a fresh 512 MiB table at once: one insert took 343 ms, against 20 ms
 /// boxed, and every message of the actor waited behind it. A cluster's workers fill evenly, so
 /// a thousand nodes' maps doubled within moments of each other, on the thread they share.
+///
+/// It also knows which of its tasks are active (Scheduled or Running: a container may exist),
+/// so that what walks those (a worker's task count, its reconciles) costs what runs, not what
+/// the map keeps.
 #[derive(Debug, Default, Clone)]
-pub struct TaskMap(HashMap<TaskId, Box<Task>>);
+pub struct TaskMap {
+    tasks: HashMap<TaskId, Box<Task>>,
+    active: HashSet<TaskId>,
+}
 
 impl TaskMap {
     /// The task `id`.
     pub fn get(&self, id: &TaskId) -> Option<&Task> {
-        self.0.get(id).map(|task| &**task)
+        self.tasks.get(id).map(|task| &**task)
     }
 
     /// Whether task `id` is here.
     pub fn contains_key(&self, id: &TaskId) -> bool {
-        self.0.contains_key(id)
+        self.tasks.contains_key(id)
     }
 
     /// Adds or replaces task `id`.
     pub fn insert(&mut self, id: TaskId, task: Task) {
-        self.0.insert(id, Box::new(task));
+        if task.state().is_active() {
+            self.active.insert(id);
+        } else {
+            self.active.remove(&id);
+        }
+        self.tasks.insert(id, Box::new(task));
     }
 
     /// Removes task `id`, returning it.
     pub fn remove(&mut self, id: &TaskId) -> Option<Task> {
-        self.0.remove(id).map(|task| *task)
+        self.active.remove(id);
+        self.tasks.remove(id).map(|task| *task)
+    }
+
+    /// The active tasks, in no order.
+    pub fn active(&self) -> impl Iterator<Item = &Task> {
+        self.active.iter().filter_map(|id| self.get(id))
+    }
+
+    /// How many tasks are active.
+    pub fn active_len(&self) -> usize {
+        self.active.len()
     }
 
     /// Every task, in no order.
     pub fn values(&self) -> impl Iterator<Item = &Task> {
-        self.0.values().map(|task| &**task)
+        self.tasks.values().map(|task| &**task)
     }
 
     /// Every ID, in no order.
     pub fn keys(&self) -> impl Iterator<Item = &TaskId> {
-        self.0.keys()
+        self.tasks.keys()
     }
 
     /// How many tasks.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.tasks.len()
     }
 
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.tasks.is_empty()
     }
 }
 
 impl FromIterator<Task> for TaskMap {
     fn from_iter<I: IntoIterator<Item = Task>>(tasks: I) -> Self {
-        TaskMap(tasks.into_iter().map(|t| (t.id, Box::new(t))).collect())
+        let mut map = TaskMap::default();
+        for task in tasks {
+            map.insert(task.id, task);
+        }
+        map
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::TaskState;
 
     #[test]
     fn a_task_map_gives_back_what_it_holds() {
@@ -76,5 +104,24 @@ mod tests {
         assert_eq!(map.keys().collect::<Vec<_>>(), vec![&b.id]);
         map.remove(&b.id);
         assert!(map.is_empty());
+    }
+
+    /// The active tasks are the Scheduled and Running ones, as they change and as they go.
+    #[test]
+    fn a_task_map_knows_its_active_tasks() {
+        let (mut a, mut b) = (Task::new("a", "img"), Task::new("b", "img"));
+        let mut map: TaskMap = [a.clone(), b.clone()].into_iter().collect();
+        assert_eq!(map.active_len(), 0, "Pending");
+        a.transition(TaskState::Scheduled, "placed").unwrap();
+        b.transition(TaskState::Scheduled, "placed").unwrap();
+        b.transition(TaskState::Running, "started").unwrap();
+        map.insert(a.id, a.clone());
+        map.insert(b.id, b.clone());
+        assert_eq!(map.active_len(), 2);
+        b.transition(TaskState::Completed, "exited").unwrap();
+        map.insert(b.id, b.clone());
+        assert_eq!(map.active().collect::<Vec<_>>(), vec![&a]);
+        map.remove(&a.id);
+        assert_eq!((map.active_len(), map.len()), (0, 1));
     }
 }

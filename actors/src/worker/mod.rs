@@ -270,10 +270,7 @@ impl Worker {
     }
 
     fn active_count(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.state().is_active())
-            .count()
+        self.tasks.active_len()
     }
 
     /// The answer to a sync from `cursor`, now.

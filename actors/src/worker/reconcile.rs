@@ -38,7 +38,7 @@ impl Worker {
     pub(super) fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let running: Vec<(TaskId, String)> = self
             .tasks
-            .values()
+            .active()
             .filter(|t| t.state() == TaskState::Running)
             .map(|t| (t.id, t.container_id.clone()))
             .collect();
