@@ -31,6 +31,10 @@ pub struct SimContainer {
 }
 
 impl SimContainer {
+    fn is_running(&self) -> bool {
+        self.info.status == ContainerStatus::Running
+    }
+
     /// Ends the container with `code` if it runs, as if its process ended, noting `why` in its
     /// logs; false if it was not running.
     fn end(&mut self, code: i64, why: String) -> bool {
@@ -53,10 +57,33 @@ impl SimContainer {
 /// nodes of a `cube up` fill evenly, and a thousand maps of inline containers doubling within
 /// the same seconds held the nodes' thread.
 #[derive(Clone, Default)]
-pub struct SimEngine(Arc<Mutex<HashMap<String, Box<SimContainer>>>>);
+pub struct SimEngine(Arc<Mutex<Containers>>);
+
+/// The containers of an engine, by id, and which may run: a listing of the running ones costs
+/// what runs, not every container kept for a finished task.
+#[derive(Default)]
+struct Containers {
+    by_id: HashMap<String, Box<SimContainer>>,
+    /// The containers started and not yet seen ended (a listing drops those that ended).
+    started: HashSet<String>,
+}
+
+impl std::ops::Deref for Containers {
+    type Target = HashMap<String, Box<SimContainer>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
+impl std::ops::DerefMut for Containers {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.by_id
+    }
+}
 
 impl SimEngine {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<SimContainer>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Containers> {
         // A panic while holding the lock leaves whole containers behind: still consistent.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -203,7 +230,9 @@ impl Handler<Start> for SimRuntime {
                 }
             });
         }
-        self.containers.lock().insert(
+        let mut containers = self.containers.lock();
+        containers.started.insert(id.clone());
+        containers.insert(
             id,
             Box::new(SimContainer {
                 task_id: task.id,
@@ -265,7 +294,9 @@ impl Handler<Remove> for SimRuntime {
     type Result = Result<(), RuntimeError>;
 
     fn handle(&mut self, msg: Remove, _: &mut Context<Self>) -> Self::Result {
-        self.containers.lock().remove(&msg.container_id);
+        let mut containers = self.containers.lock();
+        containers.started.remove(&msg.container_id);
+        containers.remove(&msg.container_id);
         Ok(())
     }
 }
@@ -325,22 +356,31 @@ impl Handler<ListManaged> for SimRuntime {
     type Result = Result<Vec<ManagedContainer>, RuntimeError>;
 
     fn handle(&mut self, msg: ListManaged, _: &mut Context<Self>) -> Self::Result {
-        Ok(self
-            .containers
-            .lock()
+        let mut containers = self.containers.lock();
+        if msg.all {
+            return Ok(containers.iter().map(|(id, c)| managed(id, c)).collect());
+        }
+        // The running ones only: those started, less those that ended since.
+        let Containers { by_id, started } = &mut *containers;
+        started.retain(|id| by_id.get(id).is_some_and(|c| c.is_running()));
+        Ok(started
             .iter()
-            .filter(|(_, c)| msg.all || c.info.status == ContainerStatus::Running)
-            .map(|(id, c)| ManagedContainer {
-                id: id.clone(),
-                task_id: Some(c.task_id),
-                placement: Some(c.placement),
-                // What adoption needs, for running containers only (a listing of all would
-                // otherwise copy every finished task the node keeps).
-                task: (c.info.status == ContainerStatus::Running).then(|| c.task.clone()),
-                store: Some(c.store.clone()),
-                running: c.info.status == ContainerStatus::Running,
-            })
+            .filter_map(|id| by_id.get(id).map(|c| managed(id, c)))
             .collect())
+    }
+}
+
+/// A container as [`ListManaged`] lists it.
+fn managed(id: &str, c: &SimContainer) -> ManagedContainer {
+    ManagedContainer {
+        id: id.to_string(),
+        task_id: Some(c.task_id),
+        placement: Some(c.placement),
+        // What adoption needs, for running containers only (a listing of all would otherwise
+        // copy every finished task the node keeps).
+        task: c.is_running().then(|| c.task.clone()),
+        store: Some(c.store.clone()),
+        running: c.is_running(),
     }
 }
 
