@@ -7,7 +7,7 @@
 //! **Writes are group-committed.** Every write goes to one writer thread, which drains whatever
 //! writes are waiting, applies them in one transaction, commits, and only then answers each caller.
 //! A caller never hears "ok" before its write is durable, and a burst of concurrent writers costs
-//! one commit (one fsync) rather than one each.
+//! one commit (one fsync) rather than one each (`writer.rs`).
 //!
 //! **LMDB calls never run on the async executor**: writes run on the writer thread, reads on
 //! tokio's blocking pool.
@@ -15,6 +15,7 @@
 mod layout;
 mod lmdb;
 mod memory;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,9 +27,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 pub use lmdb::FORMAT_VERSION;
-
-/// The most writes one commit takes; more wait for the next commit.
-const MAX_BATCH: usize = 4096;
+pub use writer::Writer;
+use writer::{PendingWrite, write_loop};
 
 /// What can go wrong in the store. Every variant carries text rather than a source error so that
 /// one failed commit can be reported to every caller whose write it held.
@@ -197,84 +197,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn wait_closed(&self) -> Box<dyn FnOnce() + Send>;
 }
 
-/// Writes waiting for their commit (all in the same one), with the caller to answer.
-struct PendingWrite {
-    ops: Vec<WriteOp>,
-    reply: OnCommit,
-}
-
-/// What runs on the writer thread once a write is committed (or failed). Dropped without
-/// running (its write never reached a commit: the store shut down), it runs with
-/// [`StoreError::Closed`], so that no caller is left waiting.
-struct OnCommit(Option<Box<Told>>);
-
-/// The call of an [`OnCommit`].
-type Told = dyn FnOnce(Result<(), StoreError>) + Send;
-
-impl OnCommit {
-    fn run(mut self, result: Result<(), StoreError>) {
-        if let Some(call) = self.0.take() {
-            call(result);
-        }
-    }
-}
-
-impl Drop for OnCommit {
-    fn drop(&mut self) {
-        if let Some(call) = self.0.take() {
-            call(Err(StoreError::Closed));
-        }
-    }
-}
-
-/// A store's writes: they go straight to the writer thread, and their outcome is told by a call
-/// on that thread. The store's actor writes through its own; a writer whose thread is busy (the
-/// manager) takes one ([`OpenWriter`]) to skip the hops through the actor's mailbox.
-///
-/// Writes through a `Writer` and through the store's actor reach the writer thread in the order
-/// they are sent (the actor sends when it handles a message).
-#[derive(Clone)]
-pub struct Writer {
-    writes: mpsc::UnboundedSender<PendingWrite>,
-    /// The start of every key of its store in the backend: empty for a store of its own,
-    /// `<node>/` for one node's part of a [`SharedStore`].
-    prefix: String,
-}
-
-impl Writer {
-    /// Queues `ops` for the next commit, all in that one; `then` runs on the writer thread once
-    /// they are durable (or failed). It must be quick: the next commit waits for it.
-    pub fn write_then(
-        &self,
-        ops: Vec<Op>,
-        then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
-    ) {
-        self.send(ops.into_iter().map(Op::into_inner).collect(), then);
-    }
-
-    /// [`Writer::write_then`] for ops already taken apart.
-    fn send(&self, ops: Vec<WriteOp>, then: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
-        let ops = prefixed(&self.prefix, ops);
-        let reply = OnCommit(Some(Box::new(then)));
-        // A closed queue hands the write back: dropping it runs `then` with `Closed`.
-        let _ = self.writes.send(PendingWrite { ops, reply });
-    }
-}
-
-/// `ops` with `prefix` in front of every key.
-fn prefixed(prefix: &str, mut ops: Vec<WriteOp>) -> Vec<WriteOp> {
-    if !prefix.is_empty() {
-        for op in &mut ops {
-            let key = match op {
-                WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } => key,
-                WriteOp::DeletePrefix { prefix, .. } => prefix,
-            };
-            key.insert_str(0, prefix);
-        }
-    }
-    ops
-}
-
 /// Which backend a store uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
@@ -414,39 +336,6 @@ fn open_backend(kind: &StoreKind) -> Result<Arc<dyn Backend>, StoreError> {
         StoreKind::Memory => Arc::new(memory::MemoryBackend::default()),
         StoreKind::Lmdb { dir, map_size } => Arc::new(lmdb::LmdbBackend::open(dir, *map_size)?),
     })
-}
-
-/// The writer thread: take every waiting write, commit them together, answer everyone.
-fn write_loop(
-    backend: Arc<dyn Backend>,
-    mut queue: mpsc::UnboundedReceiver<PendingWrite>,
-    metrics: &StoreMetrics,
-) {
-    let mut batch = Vec::new();
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let mut ops = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for write in batch.drain(..) {
-            ops.extend(write.ops);
-            replies.push(write.reply);
-        }
-        let began = std::time::Instant::now();
-        let result = backend.apply(&ops);
-        metrics.committed(replies.len(), began.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            log::error!("store commit of {} writes failed: {e}", ops.len());
-        }
-        for reply in replies {
-            reply.run(result.clone());
-        }
-    }
 }
 
 impl Actor for Store {
