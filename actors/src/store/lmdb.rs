@@ -102,7 +102,8 @@ impl LmdbBackend {
         drop(rtxn);
         match found {
             Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
-            Some(v) if v == "1" || v == "2" => self.migrate(v.parse().unwrap_or(1)),
+            Some(v) if v == "1" => self.migrate(1),
+            Some(v) if v == "2" => self.migrate(2),
             Some(found) => Err(StoreError::Version {
                 path: self.path.clone(),
                 found,
