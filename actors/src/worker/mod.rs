@@ -442,6 +442,12 @@ impl Worker {
     }
 }
 
+/// A number below `n` (at least 1), at random: where in a cycle a node's periodic work falls,
+/// so that the nodes of one process, started together, do not all do it at once.
+fn random_below(n: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % u128::from(n)) as u64
+}
+
 impl Actor for Worker {
     type Context = Context<Self>;
 
@@ -468,8 +474,8 @@ impl Actor for Worker {
         // The nodes of one process start together: a random phase keeps their reconciles from
         // all falling in the same instant.
         let every = self.config.reconcile_interval;
-        let phase = uuid::Uuid::new_v4().as_u128() % every.as_millis().max(1);
-        ctx.run_later(Duration::from_millis(phase as u64), move |_, ctx| {
+        let phase = random_below(every.as_millis().max(1) as u64);
+        ctx.run_later(Duration::from_millis(phase), move |_, ctx| {
             ctx.run_interval(every, |act, ctx| act.reconcile(ctx));
         });
         self.ensure_health_tick(ctx);

@@ -18,7 +18,7 @@ const FULL_LISTING_EVERY: u64 = 10;
 /// How many reconciles a node's cycle of full listings is shifted by: a random one of
 /// [`FULL_LISTING_EVERY`].
 fn listing_offset() -> u64 {
-    (uuid::Uuid::new_v4().as_u128() % u128::from(FULL_LISTING_EVERY)) as u64
+    super::random_below(FULL_LISTING_EVERY)
 }
 
 impl Worker {
