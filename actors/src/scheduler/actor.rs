@@ -23,6 +23,8 @@ pub struct SchedulerActor {
     ports: HashMap<TaskId, Vec<u16>>,
     /// The machine each node runs on (nodes of one `cube up` share one, and its ports).
     hosts: HashMap<String, String>,
+    /// How many nodes run on each machine.
+    per_host: HashMap<String, usize>,
 }
 
 impl SchedulerActor {
@@ -34,7 +36,48 @@ impl SchedulerActor {
             placements: HashMap::new(),
             ports: HashMap::new(),
             hosts: HashMap::new(),
+            per_host: HashMap::new(),
         }
+    }
+
+    /// Records that `node` runs on `host` (or on none, when it is forgotten).
+    fn set_host(&mut self, node: &str, host: Option<&str>) {
+        let old = match host {
+            Some(host) => self.hosts.insert(node.to_string(), host.to_string()),
+            None => self.hosts.remove(node),
+        };
+        if let Some(old) = old
+            && let Some(n) = self.per_host.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&old);
+            }
+        }
+        let Some(host) = host else { return };
+        let count = self.per_host.entry(host.to_string()).or_default();
+        *count += 1;
+        if *count == 2 {
+            // The node that had the machine to itself no longer tells anything by its usage.
+            let alone = self
+                .hosts
+                .iter()
+                .find(|(other, h)| *h == host && other.as_str() != node);
+            if let Some(view) = alone.and_then(|(other, _)| self.nodes.get_mut(other)) {
+                *view = view.clone().with_usage(0.0, 0.0);
+            }
+        }
+    }
+
+    /// Whether `node` shares its machine with another node. What is measured there is the
+    /// machine's usage, the same for each of them: it tells none of them from the others, so
+    /// their reservations alone weigh (else, on a busy machine, the first by name would win
+    /// every tie and take every task of a `cube up`).
+    fn shares_machine(&self, node: &str) -> bool {
+        self.hosts
+            .get(node)
+            .and_then(|host| self.per_host.get(host))
+            .is_some_and(|n| *n > 1)
     }
 
     /// The `(machine, port)` pairs held among `wanted` ports.
@@ -117,11 +160,16 @@ impl Handler<UpsertNode> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpsertNode, _: &mut Context<Self>) {
-        self.hosts.insert(msg.name.clone(), msg.host.clone());
+        self.set_host(&msg.name, Some(&msg.host));
+        let shared = self.shares_machine(&msg.name);
         let view = match self.nodes.remove(&msg.name) {
             Some(old) => {
                 let (reserved, count) = (old.reserved(), old.task_count());
-                let (cpu, mem) = (old.cpu_usage, old.memory_usage);
+                let (cpu, mem) = if shared {
+                    (0.0, 0.0)
+                } else {
+                    (old.cpu_usage, old.memory_usage)
+                };
                 NodeView::new(msg.name.clone(), msg.capacity)
                     .with_reserved(reserved, count)
                     .with_committed_cpu(old.committed_cpu)
@@ -167,6 +215,9 @@ impl Handler<NodeUsage> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: NodeUsage, _: &mut Context<Self>) {
+        if self.shares_machine(&msg.name) {
+            return;
+        }
         if let Some(view) = self.nodes.get_mut(&msg.name) {
             *view = view.clone().with_usage(msg.cpu, msg.memory);
         }
@@ -290,7 +341,7 @@ impl Handler<RemoveNode> for SchedulerActor {
 
     fn handle(&mut self, RemoveNode(name): RemoveNode, _: &mut Context<Self>) {
         self.nodes.remove(&name);
-        self.hosts.remove(&name);
+        self.set_host(&name, None);
     }
 }
 
@@ -457,5 +508,64 @@ mod tests {
         );
         scheduler.send(Release(first.id)).await.unwrap();
         assert!(scheduler.send(Place(web("w4"))).await.unwrap().is_ok());
+    }
+
+    /// Nodes sharing a machine spread their tasks by reservation whatever the machine's
+    /// measured usage (it is the same machine's, and says nothing of one against another);
+    /// a node alone on its machine is still scored by what is measured there.
+    #[actix_rt::test]
+    async fn a_shared_machines_usage_does_not_pick_among_its_nodes() {
+        let scheduler = SchedulerActor::new(Algorithm::Epvm).start();
+        let capacity = Resources {
+            cpu: 2.0,
+            memory: 4 << 30,
+            disk: 0,
+        };
+        let join = |name: &str, host: &str| UpsertNode {
+            name: name.into(),
+            capacity,
+            ready: true,
+            eligible: true,
+            host: host.into(),
+        };
+        scheduler.do_send(join("node-1", "local"));
+        // Measured while node-1 had the machine to itself, then on its own again.
+        scheduler.do_send(NodeUsage {
+            name: "node-1".into(),
+            cpu: 0.3,
+            memory: 0.3,
+        });
+        scheduler.do_send(join("node-2", "local"));
+        // A busy machine, sampled a moment apart by each node: node-2 saw it busier.
+        for (name, cpu) in [("node-1", 0.90), ("node-2", 0.93)] {
+            scheduler.do_send(NodeUsage {
+                name: name.into(),
+                cpu,
+                memory: 0.5,
+            });
+        }
+        let half = |name: &str| {
+            let mut t = Task::new(name, "img");
+            t.cpu = 0.5;
+            t.memory = 256 << 20;
+            t
+        };
+        let mut picks = Vec::new();
+        for name in ["api-1", "api-2", "api-3", "api-4"] {
+            picks.push(scheduler.send(Place(half(name))).await.unwrap().unwrap());
+        }
+        assert_eq!(picks, ["node-1", "node-2", "node-1", "node-2"]);
+
+        // A node alone on its machine: its measured load steers tasks away from it.
+        scheduler.do_send(join("node-3", "10.0.0.9"));
+        scheduler.do_send(NodeUsage {
+            name: "node-3".into(),
+            cpu: 0.95,
+            memory: 0.9,
+        });
+        let pick = scheduler.send(Place(half("api-5"))).await.unwrap().unwrap();
+        assert_ne!(pick, "node-3");
+        let views = scheduler.send(Snapshot).await.unwrap();
+        assert_eq!(views[2].reserved(), Resources::default());
     }
 }
