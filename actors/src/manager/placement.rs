@@ -7,6 +7,7 @@ use actix::prelude::*;
 
 use super::Manager;
 use super::book::Merge;
+use crate::scheduler::Demand;
 use crate::scheduler::actor::{PlaceAvoiding, Release};
 use crate::task::{RestartPolicy, Task, TaskId, TaskState};
 use crate::worker::{RunTask, WorkerError};
@@ -24,17 +25,21 @@ impl Manager {
     pub(super) fn place(&mut self, id: TaskId, ctx: &mut Context<Self>) {
         // Only a Pending task not already being placed: placing one twice would release the
         // reservation the first placement holds.
-        let Some(task) = self
+        let Some(demand) = self
             .book
             .working(&id)
             .filter(|t| t.state() == TaskState::Pending && !self.book.is_in_flight(&id))
-            .cloned()
+            .map(Demand::of)
         else {
             return;
         };
         self.book.set_in_flight(id, true);
         let avoid = self.book.avoided(&id);
-        let decision = self.scheduler.send(PlaceAvoiding { task, avoid });
+        let decision = self.scheduler.send(PlaceAvoiding {
+            task: id,
+            demand,
+            avoid,
+        });
         let began = Instant::now();
         self.off_context(ctx, decision, move |act, res, ctx| {
             if let Ok(decided) = &res {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use actix::prelude::*;
 
-use super::{Algorithm, NodeView, Scheduler, Unplaceable, effective_cpu, fixed_host_ports};
+use super::{Algorithm, Demand, NodeView, Scheduler, Unplaceable, effective_cpu};
 use crate::resources::Resources;
 use crate::task::{Task, TaskId};
 
@@ -234,7 +234,7 @@ impl Handler<Place> for SchedulerActor {
     type Result = Result<String, Unplaceable>;
 
     fn handle(&mut self, Place(task): Place, _: &mut Context<Self>) -> Self::Result {
-        self.place(task, &[])
+        self.place(task.id, Demand::of(&task), &[])
     }
 }
 
@@ -244,7 +244,9 @@ impl Handler<Place> for SchedulerActor {
 #[rtype(result = "Result<String, Unplaceable>")]
 pub struct PlaceAvoiding {
     /// The task.
-    pub task: Task,
+    pub task: TaskId,
+    /// What it asks for.
+    pub demand: Demand,
     /// The nodes to avoid.
     pub avoid: Vec<String>,
 }
@@ -254,41 +256,46 @@ impl Handler<PlaceAvoiding> for SchedulerActor {
     type Result = Result<String, Unplaceable>;
 
     fn handle(&mut self, msg: PlaceAvoiding, _: &mut Context<Self>) -> Self::Result {
-        self.place(msg.task, &msg.avoid)
+        self.place(msg.task, msg.demand, &msg.avoid)
     }
 }
 
 impl SchedulerActor {
-    fn place(&mut self, task: Task, avoid: &[String]) -> Result<String, Unplaceable> {
-        self.release(task.id);
-        let wanted = fixed_host_ports(&task);
-        let taken = if wanted.is_empty() {
+    fn place(
+        &mut self,
+        task: TaskId,
+        demand: Demand,
+        avoid: &[String],
+    ) -> Result<String, Unplaceable> {
+        self.release(task);
+        let taken = if demand.ports.is_empty() {
             HashSet::new()
         } else {
-            self.taken(&wanted)
+            self.taken(&demand.ports)
         };
         let hosts = &self.hosts;
         let port_free = |n: &NodeView, port: u16| {
             let host = hosts.get(n.name()).map_or(n.name(), String::as_str);
             !taken.contains(&(host.to_string(), port))
         };
+        // The map gives the nodes in name order.
         let elsewhere = self
             .nodes
             .values()
             .filter(|n| !avoid.iter().any(|a| a == n.name()));
         let node = match self
             .scheduler
-            .select_with_ports(&task, elsewhere, |n, p| port_free(n, p))
+            .select_in_name_order(&demand, elsewhere, port_free)
         {
             Ok(node) => node,
             // No other node fits: an avoided one is better than none.
             Err(_) if !avoid.is_empty() => {
                 self.scheduler
-                    .select_with_ports(&task, self.nodes.values(), |n, p| port_free(n, p))?
+                    .select_in_name_order(&demand, self.nodes.values(), port_free)?
             }
             Err(e) => return Err(e),
         };
-        self.reserve(task.id, node.clone(), Resources::of(&task), wanted);
+        self.reserve(task, node.clone(), demand.resources, demand.ports);
         Ok(node)
     }
 }

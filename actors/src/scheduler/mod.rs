@@ -228,91 +228,142 @@ impl Scheduler {
     pub fn select<'a>(
         &mut self,
         task: &Task,
-        nodes: impl IntoIterator<Item = &'a NodeView>,
+        nodes: impl IntoIterator<Item = &'a NodeView, IntoIter: Clone>,
     ) -> Result<String, Unplaceable> {
         self.select_with_ports(task, nodes, |_, _| true)
     }
 
     /// [`Scheduler::select`], where a task asking for fixed host ports goes only to a node on
-    /// which `port_free(node, port)` holds for each of them.
+    /// which `port_free(node, port)` holds for each of them. The nodes may come in any order.
     pub fn select_with_ports<'a>(
         &mut self,
         task: &Task,
-        nodes: impl IntoIterator<Item = &'a NodeView>,
+        nodes: impl IntoIterator<Item = &'a NodeView, IntoIter: Clone>,
         port_free: impl Fn(&NodeView, u16) -> bool,
     ) -> Result<String, Unplaceable> {
-        let demand = Resources::of(task);
-        let nodes: Vec<&NodeView> = nodes.into_iter().collect();
-        let mut candidates: Vec<&NodeView> = nodes
-            .iter()
-            .copied()
-            .filter(|n| n.ready && n.eligible && n.fits(demand))
-            .collect();
-        if candidates.is_empty() {
-            return Err(why_unplaceable(demand, &nodes));
+        self.choose(&Demand::of(task), nodes, port_free, Order::Any)
+    }
+
+    /// [`Scheduler::select_with_ports`] for `demand`, with `nodes` in name order (as a map by
+    /// name gives them): ties go to the first without comparing names.
+    pub fn select_in_name_order<'a>(
+        &mut self,
+        demand: &Demand,
+        nodes: impl IntoIterator<Item = &'a NodeView, IntoIter: Clone>,
+        port_free: impl Fn(&NodeView, u16) -> bool,
+    ) -> Result<String, Unplaceable> {
+        self.choose(demand, nodes, port_free, Order::ByName)
+    }
+
+    /// One pass over the nodes, scoring each one that can take `demand` as it comes; the nodes
+    /// are walked again only to say why none could.
+    fn choose<'a>(
+        &mut self,
+        demand: &Demand,
+        nodes: impl IntoIterator<Item = &'a NodeView, IntoIter: Clone>,
+        port_free: impl Fn(&NodeView, u16) -> bool,
+        order: Order,
+    ) -> Result<String, Unplaceable> {
+        let nodes = nodes.into_iter();
+        let need = demand.resources;
+        let last = self.last.as_deref();
+        // `L^(d/capacity)` is the same for nodes of the same capacity: computed once per capacity.
+        let mut steps: Option<(Resources, f64, f64)> = None;
+        let mut best: Option<(&NodeView, f64)> = None;
+        let mut port_taken = false;
+        #[cfg(debug_assertions)]
+        let mut previous: Option<&str> = None;
+        for node in nodes.clone() {
+            #[cfg(debug_assertions)]
+            if order == Order::ByName {
+                debug_assert!(
+                    previous < Some(node.name.as_str()),
+                    "nodes out of name order"
+                );
+                previous = Some(&node.name);
+            }
+            if !(node.ready && node.eligible && node.fits(need)) {
+                continue;
+            }
+            if !demand.ports.iter().all(|p| port_free(node, *p)) {
+                port_taken = true;
+                continue;
+            }
+            let score = match self.algorithm {
+                // The first by name after the last pick, else (the round wraps) the first: the
+                // score orders the wrapped nodes after the others, and names break the tie.
+                Algorithm::RoundRobin => {
+                    if last.is_some_and(|l| node.name.as_str() <= l) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                Algorithm::Epvm => {
+                    let (cpu_step, mem_step) = match steps {
+                        Some((capacity, c, m)) if capacity == node.capacity => (c, m),
+                        _ => {
+                            let (c, m) = epvm_steps(node, need);
+                            steps = Some((node.capacity, c, m));
+                            (c, m)
+                        }
+                    };
+                    node.cpu_cost_base * (cpu_step - 1.0) + node.memory_cost_base * (mem_step - 1.0)
+                }
+                Algorithm::Greedy => greedy_load(node, need),
+            };
+            let better = match best {
+                None => true,
+                Some((held, held_score)) => {
+                    score < held_score
+                        || (score == held_score && order == Order::Any && node.name < held.name)
+                }
+            };
+            if better {
+                best = Some((node, score));
+            }
         }
-        let ports = fixed_host_ports(task);
-        if !ports.is_empty() {
-            candidates.retain(|n| ports.iter().all(|p| port_free(n, *p)));
-            if candidates.is_empty() {
-                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let Some((chosen, _)) = best else {
+            if port_taken {
+                let ports: Vec<String> = demand.ports.iter().map(u16::to_string).collect();
                 return Err(Unplaceable(format!(
                     "host port {} is taken on every node with room for the task",
                     ports.join(", ")
                 )));
             }
-        }
-        // One pass over the candidates, in whatever order they come: ties and the round go by
-        // name (sorting a thousand names per decision cost more than the scoring).
-        let chosen = match self.algorithm {
-            Algorithm::RoundRobin => {
-                // The first by name after the last pick, else (the round wraps) the first.
-                let last = self.last.as_deref();
-                let wrapped = |n: &NodeView| last.is_some_and(|l| n.name.as_str() <= l);
-                candidates
-                    .iter()
-                    .map(|n| (wrapped(n), *n))
-                    .min_by(|(wa, a), (wb, b)| (wa, &a.name).cmp(&(wb, &b.name)))
-                    .map(|(_, n)| n)
-                    .expect("candidates is not empty")
-            }
-            Algorithm::Epvm => {
-                // `L^(d/capacity)` is the same for nodes of the same capacity: compute it once.
-                let mut memo: Option<(Resources, f64, f64)> = None;
-                pick_lowest(&candidates, |n| {
-                    let (cpu_step, mem_step) = match memo {
-                        Some((cap, c, m)) if cap == n.capacity => (c, m),
-                        _ => {
-                            let (c, m) = epvm_steps(n, demand);
-                            memo = Some((n.capacity, c, m));
-                            (c, m)
-                        }
-                    };
-                    n.cpu_cost_base * (cpu_step - 1.0) + n.memory_cost_base * (mem_step - 1.0)
-                })
-            }
-            Algorithm::Greedy => pick_lowest(&candidates, |n| greedy_load(n, demand)),
+            return Err(why_unplaceable(need, &nodes.collect::<Vec<_>>()));
         };
         self.last = Some(chosen.name.clone());
         Ok(chosen.name.clone())
     }
 }
 
-/// The lowest score wins; the first by name wins ties.
-fn pick_lowest<'a>(
-    candidates: &[&'a NodeView],
-    mut score: impl FnMut(&NodeView) -> f64,
-) -> &'a NodeView {
-    let mut best = candidates[0];
-    let mut best_score = score(best);
-    for &node in &candidates[1..] {
-        let s = score(node);
-        if s < best_score || (s == best_score && node.name < best.name) {
-            best = node;
-            best_score = s;
+/// The order nodes are handed to a decision in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Any: ties are broken by comparing names.
+    Any,
+    /// By name: the first of equal scores is the first by name.
+    ByName,
+}
+
+/// What a task asks of the node it goes to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Demand {
+    /// CPU, memory and disk it reserves.
+    pub resources: Resources,
+    /// The fixed host ports it binds, sorted, each once.
+    pub ports: Vec<u16>,
+}
+
+impl Demand {
+    /// What `task` asks for.
+    pub fn of(task: &Task) -> Demand {
+        Demand {
+            resources: Resources::of(task),
+            ports: fixed_host_ports(task),
         }
     }
-    best
 }
 
 /// The fixed host ports a task asks for (`PortBindings` with a host port).
