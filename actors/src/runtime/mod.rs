@@ -144,8 +144,9 @@ pub struct ManagedContainer {
     pub task_id: Option<TaskId>,
     /// The task's placement it was started for, from its label (None if absent).
     pub placement: Option<u64>,
-    /// The task as it was started, from its label (None if absent or unreadable, and for a
-    /// container that is not running): what a worker that lost its store adopts it from.
+    /// The task as it was started, from its label (None if absent or unreadable, for a
+    /// container that is not running, and unless the listing asked for tasks): what a worker
+    /// that lost its store adopts it from.
     pub task: Option<Task>,
     /// The store epoch of the worker that started it, from its label.
     pub store: Option<String>,
@@ -240,6 +241,9 @@ pub struct Logs {
 pub struct ListManaged {
     /// Stopped containers too.
     pub all: bool,
+    /// With the task each running container was started for (what adoption needs; a periodic
+    /// reconcile does not, and reading it costs a copy of each task).
+    pub tasks: bool,
 }
 
 /// Checks that the engine answers.

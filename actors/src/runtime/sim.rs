@@ -358,27 +358,30 @@ impl Handler<ListManaged> for SimRuntime {
     fn handle(&mut self, msg: ListManaged, _: &mut Context<Self>) -> Self::Result {
         let mut containers = self.containers.lock();
         if msg.all {
-            return Ok(containers.iter().map(|(id, c)| managed(id, c)).collect());
+            return Ok(containers
+                .iter()
+                .map(|(id, c)| managed(id, c, msg.tasks))
+                .collect());
         }
         // The running ones only: those started, less those that ended since.
         let Containers { by_id, started } = &mut *containers;
         started.retain(|id| by_id.get(id).is_some_and(|c| c.is_running()));
         Ok(started
             .iter()
-            .filter_map(|id| by_id.get(id).map(|c| managed(id, c)))
+            .filter_map(|id| by_id.get(id).map(|c| managed(id, c, msg.tasks)))
             .collect())
     }
 }
 
 /// A container as [`ListManaged`] lists it.
-fn managed(id: &str, c: &SimContainer) -> ManagedContainer {
+fn managed(id: &str, c: &SimContainer, tasks: bool) -> ManagedContainer {
     ManagedContainer {
         id: id.to_string(),
         task_id: Some(c.task_id),
         placement: Some(c.placement),
         // What adoption needs, for running containers only (a listing of all would otherwise
         // copy every finished task the node keeps).
-        task: c.is_running().then(|| c.task.clone()),
+        task: (tasks && c.is_running()).then(|| c.task.clone()),
         store: Some(c.store.clone()),
         running: c.is_running(),
     }

@@ -438,7 +438,14 @@ impl Handler<Adopt> for Worker {
     fn handle(&mut self, _: Adopt, _: &mut Context<Self>) -> Self::Result {
         let runtime = self.runtime.clone();
         // Only running containers are adopted.
-        let listed = async move { runtime.send(ListManaged { all: false }).await };
+        let listed = async move {
+            runtime
+                .send(ListManaged {
+                    all: false,
+                    tasks: true,
+                })
+                .await
+        };
         Box::pin(listed.into_actor(self).then(|listed, act, ctx| {
             let mut written = Vec::new();
             let containers = match listed {

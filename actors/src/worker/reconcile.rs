@@ -1,5 +1,6 @@
 //! The periodic reconcile: the worker's tasks compared with what the runtime says.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -36,11 +37,15 @@ impl Worker {
     /// containers of an older start or placement of a task, and containers this worker's store
     /// made that no task of it owns (removed once seen so for three reconcile intervals).
     pub(super) fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        let running: Vec<(TaskId, String)> = self
+        // Each running task's container, and whether the node has still to learn its host ports.
+        let running: Vec<(TaskId, String, bool)> = self
             .tasks
             .active()
             .filter(|t| t.state() == TaskState::Running)
-            .map(|t| (t.id, t.container_id.clone()))
+            .map(|t| {
+                let ports_unknown = !t.exposed_ports.is_empty() && t.host_ports.is_empty();
+                (t.id, t.container_id.clone(), ports_unknown)
+            })
             .collect();
         // The running containers every time; the stopped ones too (kept with finished tasks,
         // as many as the history) only every few times, so that a reconcile costs what runs.
@@ -48,8 +53,25 @@ impl Worker {
         self.reconciles += 1;
         let runtime = self.runtime.clone();
         let fut = async move {
+            let listing = ListManaged { all, tasks: false };
+            let managed = match runtime.send(listing).await {
+                Ok(Ok(managed)) => Some(managed),
+                _ => None,
+            };
+            // A container the listing shows running needs no inspection, unless its ports are
+            // still to be learned: only the others are asked about, one by one (what ended,
+            // and how).
+            let up: HashSet<&str> = managed
+                .iter()
+                .flatten()
+                .filter(|c| c.running)
+                .map(|c| c.id.as_str())
+                .collect();
             let mut seen = Vec::new();
-            for (task_id, container_id) in running {
+            for (task_id, container_id, ports_unknown) in running {
+                if up.contains(container_id.as_str()) && !ports_unknown {
+                    continue;
+                }
                 let inspect = Inspect {
                     container_id: container_id.clone(),
                 };
@@ -57,14 +79,10 @@ impl Worker {
                     Ok(Ok(info)) => seen.push((task_id, info)),
                     Ok(Err(e)) | Err(e) => {
                         log::warn!("reconcile: cannot inspect container {container_id}: {e}");
-                        return (seen, None);
+                        break;
                     }
                 }
             }
-            let managed = match runtime.send(ListManaged { all }).await {
-                Ok(Ok(managed)) => Some(managed),
-                _ => None,
-            };
             (seen, managed)
         };
         ctx.spawn(fut.into_actor(self).map(move |(seen, managed), act, ctx| {
@@ -215,5 +233,92 @@ mod tests {
         }
         // 100 expected at each point; 50 and 150 are five standard deviations away.
         assert!(at.iter().all(|n| (50..=150).contains(n)), "{at:?}");
+    }
+
+    /// A container that ends with nothing reported (a lost exit event) is found by the next
+    /// reconcile, which the running listing no longer vouches for it: the task fails with the
+    /// container's exit code. One still running is left alone.
+    #[actix_rt::test]
+    async fn a_reconcile_finds_a_container_that_ended_unreported() {
+        use crate::runtime::SimEngine;
+        use crate::store::Store;
+        use crate::task::Task;
+        use crate::worker::{
+            GetTask, RestartBudget, RunTask, RuntimeKind, WorkerConfig, health::HealthSettings,
+        };
+        use std::time::Duration;
+
+        let engine = SimEngine::default();
+        let config = WorkerConfig {
+            name: "reconciled".into(),
+            stop_timeout: Duration::ZERO,
+            reconcile_interval: Duration::from_millis(50),
+            capacity: crate::resources::Resources {
+                cpu: 4.0,
+                memory: 1 << 30,
+                disk: 0,
+            },
+            restarts: RestartBudget {
+                max_restarts: 0,
+                delay: Duration::from_millis(20),
+                window: Duration::from_secs(600),
+            },
+            health: HealthSettings::default(),
+            stop_after_disconnect: None,
+            in_process: true,
+            telemetry: Default::default(),
+        };
+        let runtime = RuntimeKind::Sim {
+            known_images: None,
+            engine: Some(engine.clone()),
+        };
+        let worker = Worker::start(config, Store::memory(), runtime, None)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for name in ["ends", "runs"] {
+            let task = Task::new(name, "img");
+            ids.push(worker.send(RunTask(task)).await.unwrap().unwrap().id);
+        }
+        let state = |id| {
+            let worker = worker.clone();
+            async move {
+                let detail = worker.send(GetTask(id)).await.unwrap().unwrap();
+                (
+                    detail.task.state(),
+                    detail.task.container_id.clone(),
+                    detail.task.exit_code,
+                )
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut containers = Vec::new();
+        for id in &ids {
+            loop {
+                let (now, container, _) = state(*id).await;
+                if now == TaskState::Running {
+                    containers.push(container);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the task never ran: {now:?}");
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(engine.exit(&containers[0], 3));
+        loop {
+            let (now, _, code) = state(ids[0]).await;
+            if now == TaskState::Failed {
+                assert_eq!(code, Some(3));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ended container was never noticed"
+            );
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Several reconciles later, the other still runs.
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(state(ids[1]).await.0, TaskState::Running);
     }
 }

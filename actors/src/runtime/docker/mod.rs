@@ -225,7 +225,7 @@ impl Handler<ListManaged> for DockerRuntime {
                     // What adoption needs, read for running containers only.
                     let task = labels
                         .get(LABEL_TASK)
-                        .filter(|_| running)
+                        .filter(|_| running && msg.tasks)
                         .and_then(|t| task_from_label(t));
                     let store = labels.get(LABEL_STORE).cloned();
                     Some(ManagedContainer {
