@@ -26,13 +26,17 @@ impl<K, V> Default for Unwritten<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Unwritten<K, V> {
-    /// To be called before the working copy of `key` changes from `current` (its version now,
-    /// durable unless writes are in flight) to a version that is being written.
-    pub fn begin(&mut self, key: &K, current: Option<&V>) {
-        self.durable
-            .entry(key.clone())
-            .and_modify(|(_, n)| *n += 1)
-            .or_insert_with(|| (current.cloned(), 1));
+    /// To be called as the working copy of `key` changes from `replaced` (its version until
+    /// now, durable unless writes are in flight) to a version that is being written. The
+    /// replaced version is handed over, not copied: it is kept only if no write of `key` was in
+    /// flight.
+    pub fn begin(&mut self, key: &K, replaced: Option<V>) {
+        match self.durable.get_mut(key) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.durable.insert(key.clone(), (replaced, 1));
+            }
+        }
     }
 
     /// A write of `key` begun earlier is committed (or failed for good): `version` is what it
@@ -96,8 +100,8 @@ mod tests {
         u.done(&1, Some(&"a"));
         assert_eq!(u.visible(&1, Some(&"a")), Some(&"a"));
         // Two writes in flight: the first commit shows its version, the second the last.
-        u.begin(&1, Some(&"a"));
-        u.begin(&1, Some(&"b"));
+        u.begin(&1, Some("a"));
+        u.begin(&1, Some("b"));
         assert_eq!(u.visible(&1, Some(&"c")), Some(&"a"));
         u.done(&1, Some(&"b"));
         assert_eq!(u.visible(&1, Some(&"c")), Some(&"b"));

@@ -120,6 +120,11 @@ impl TaskBook {
     /// Applies a change: the task becomes `change.after`, or is removed. Deterministic: the same
     /// changes applied in the same order give the same book.
     pub fn apply(&mut self, change: &Change) {
+        self.replace(change);
+    }
+
+    /// [`TaskBook::apply`], returning the version of the task the change replaced.
+    fn replace(&mut self, change: &Change) -> Option<Task> {
         let old = self.tasks.remove(&change.task);
         match (&old, &change.after) {
             (Some(old), Some(new)) => self.reindex(old, new),
@@ -150,6 +155,7 @@ impl TaskBook {
                 self.history.remove(&change.task);
             }
         }
+        old
     }
 
     /// The last state changes of task `id` (since the manager started), oldest first.
@@ -164,7 +170,6 @@ impl TaskBook {
     /// working copy and held from readers until [`TaskBook::written`].
     fn propose(&mut self, id: TaskId, after: Option<Task>) -> Change {
         let before = self.tasks.get(&id);
-        self.unwritten.begin(&id, before);
         let change = Change {
             at: Utc::now(),
             task: id,
@@ -178,7 +183,8 @@ impl TaskBook {
                 .map_or_else(String::new, |t| t.reason.clone()),
             after,
         };
-        self.apply(&change);
+        let replaced = self.replace(&change);
+        self.unwritten.begin(&id, replaced);
         change
     }
 

@@ -78,7 +78,13 @@ impl Manager {
         ctx: &mut Context<Self>,
         answer: impl Fn(Result<Task, ManagerError>) + Clone + Send + 'static,
     ) {
-        let mut task = event.task.clone();
+        // The envelope is stored with the task as admitted (see `commit_admission`).
+        let TaskEvent {
+            id: event_id,
+            state,
+            timestamp,
+            mut task,
+        } = event;
         if let Err(e) = task.normalize() {
             return answer(Err(e.into()));
         }
@@ -108,7 +114,13 @@ impl Manager {
             Err(e) => return answer(Err(e.into())),
         };
         let id = change.task;
-        self.commit_admission(event, change, ctx, answer, move |act, ctx| {
+        let envelope = |task| TaskEvent {
+            id: event_id,
+            state,
+            timestamp,
+            task,
+        };
+        self.commit_admission(envelope, change, ctx, answer, move |act, ctx| {
             act.place(id, ctx)
         });
     }

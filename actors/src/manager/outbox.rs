@@ -232,21 +232,20 @@ impl Manager {
         });
     }
 
-    /// Stores `event` (the submitted envelope) and admits its task in one commit. Once it is
+    /// Stores the submitted envelope (`event` makes it around the task as admitted) and admits
+    /// its task in one commit. Once it is
     /// durable, `answer` gets the task as stored at once, on the store's writer thread, and
     /// `then` runs on the manager; if it failed, the admission is undone and `answer` gets the
     /// error, on the manager.
     pub(super) fn commit_admission(
         &mut self,
-        event: TaskEvent,
+        event: impl FnOnce(Task) -> TaskEvent,
         change: Change,
         ctx: &Context<Self>,
         answer: impl Fn(Result<Task, ManagerError>) + Clone + Send + 'static,
         then: impl FnOnce(&mut Manager, &mut Context<Manager>) + Send + 'static,
     ) {
-        let task = change.after.clone().expect("an admission has a task");
-        let mut event = event;
-        event.task = task;
+        let event = event(change.after.clone().expect("an admission has a task"));
         let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&event.task)?]));
         if ops.is_ok() {
             let answer = answer.clone();

@@ -31,13 +31,13 @@ impl TaskMap {
     }
 
     /// Adds or replaces task `id`.
-    pub fn insert(&mut self, id: TaskId, task: Task) {
+    pub fn insert(&mut self, id: TaskId, task: Task) -> Option<Task> {
         if task.state().is_active() {
             self.active.insert(id);
         } else {
             self.active.remove(&id);
         }
-        self.tasks.insert(id, Box::new(task));
+        self.tasks.insert(id, Box::new(task)).map(|old| *old)
     }
 
     /// Removes task `id`, returning it.

@@ -225,9 +225,9 @@ impl Handler<ForgetTask> for Worker {
                 return Either::Left(fut::ready(Ok(())));
             };
             act.feed.remove(&task);
-            act.unwritten.begin(&id, Some(&task));
             // The head goes with the deletion, so revisions never go back after a restart.
             let key = crate::store::Record::key(&task);
+            act.unwritten.begin(&id, Some(task));
             let ops = Op::put(&act.feed.head()).map(|head| vec![head, Op::delete::<Task>(key)]);
             let store = act.store.clone();
             let write = async move { store.send(Batch(ops?)).await? };

@@ -35,7 +35,7 @@ use crate::runtime::{
     ContainerExited, ContainerInfo, DockerRuntime, Remove, RuntimeError, RuntimeHandle, SimEngine,
     SimRuntime, Start, Stop, Watch,
 };
-use crate::store::{Get, List, Put, Store, StoreError};
+use crate::store::{Batch, Get, List, Op, Put, Store, StoreError};
 use crate::task::{Task, TaskId, TaskMap, TaskState};
 use crate::telemetry::WorkerMetrics;
 use crate::unwritten::Unwritten;
@@ -223,16 +223,17 @@ impl Worker {
     ) -> impl ActorFuture<Self, Output = Result<Task, WorkerError>> + use<> {
         let id = task.id;
         self.feed.stamp(&mut task);
-        self.unwritten.begin(&id, self.tasks.get(&id));
         if task.state() == TaskState::Running && !task.health_check.is_empty() {
             self.checked.insert(id);
         } else {
             self.checked.remove(&id);
         }
-        self.tasks.insert(id, task.clone());
-        // Sent now, so writes reach the store in the order they were made.
-        let sent = self.store.send(Put(task.clone()));
-        async move { sent.await.map_err(StoreError::from).and_then(|r| r) }
+        // Encoded here, so the store gets bytes rather than a copy of the task; sent now, so
+        // writes reach the store in the order they were made.
+        let sent = Op::put(&task).map(|op| self.store.send(Batch(vec![op])));
+        let replaced = self.tasks.insert(id, task.clone());
+        self.unwritten.begin(&id, replaced);
+        async move { sent?.await.map_err(StoreError::from).and_then(|r| r) }
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.ensure_health_tick(ctx);
