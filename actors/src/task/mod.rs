@@ -8,6 +8,7 @@ mod check;
 mod map;
 mod policy;
 mod state;
+mod time;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -117,10 +118,18 @@ pub struct Task {
     #[serde(default)]
     pub restart_policy: RestartPolicy,
     /// When the current container started (the book never set it; Cube does).
-    #[serde(default, deserialize_with = "book_time")]
+    #[serde(
+        default,
+        deserialize_with = "book_time",
+        serialize_with = "time::serialize"
+    )]
     pub start_time: Option<DateTime<Utc>>,
     /// When the task ended.
-    #[serde(default, deserialize_with = "book_time")]
+    #[serde(
+        default,
+        deserialize_with = "book_time",
+        serialize_with = "time::serialize"
+    )]
     pub finish_time: Option<DateTime<Utc>>,
     /// How the worker checks that the task is healthy; empty for no check. `"/health"` (the
     /// book's form): an HTTP GET of that path on the task's first exposed port, healthy on any
@@ -166,7 +175,11 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub revision: u64,
     /// When the manager accepted the task; the order tasks are listed and placed in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time::serialize"
+    )]
     pub submit_time: Option<DateTime<Utc>>,
 }
 
