@@ -42,6 +42,11 @@ impl SchedulerActor {
 
     /// Records that `node` runs on `host` (or on none, when it is forgotten).
     fn set_host(&mut self, node: &str, host: Option<&str>) {
+        if self.hosts.get(node).map(String::as_str) == host {
+            // A status change: nothing moved (and a machine of two must not be seen becoming
+            // shared again at every one).
+            return;
+        }
         let old = match host {
             Some(host) => self.hosts.insert(node.to_string(), host.to_string()),
             None => self.hosts.remove(node),
