@@ -31,12 +31,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Unwritten<K, V> {
     /// replaced version is handed over, not copied: it is kept only if no write of `key` was in
     /// flight.
     pub fn begin(&mut self, key: &K, replaced: Option<V>) {
-        match self.durable.get_mut(key) {
-            Some((_, n)) => *n += 1,
-            None => {
-                self.durable.insert(key.clone(), (replaced, 1));
-            }
-        }
+        self.durable
+            .entry(key.clone())
+            .and_modify(|(_, n)| *n += 1)
+            .or_insert((replaced, 1));
     }
 
     /// A write of `key` begun earlier is committed (or failed for good): `version` is what it
