@@ -94,6 +94,16 @@ impl NodeLayout {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The keys of the tasks of the node of `prefix` (`<node>/`) that start with `start`.
+    fn keys_under<'a>(
+        index: &'a HashMap<String, BTreeSet<String>>,
+        prefix: &str,
+        start: &'a str,
+    ) -> impl Iterator<Item = &'a String> {
+        let keys = index.get(prefix).into_iter().flatten();
+        keys.filter(move |k| k.starts_with(start))
+    }
+
     /// `ops` in this layout; a prefix deletion of a node's tasks becomes one deletion each.
     fn translate(&self, ops: &[WriteOp]) -> Vec<WriteOp> {
         let mut out = Vec::with_capacity(ops.len());
@@ -130,11 +140,9 @@ impl NodeLayout {
                     });
                 }
                 WriteOp::DeletePrefix { .. } => {
-                    let mut doomed: BTreeSet<String> = {
-                        let index = self.index();
-                        let keys = index.get(prefix).into_iter().flatten();
-                        keys.filter(|key| key.starts_with(k)).cloned().collect()
-                    };
+                    let mut doomed: BTreeSet<String> = Self::keys_under(&self.index(), prefix, k)
+                        .cloned()
+                        .collect();
                     for (&(p, key), &put) in &earlier {
                         if p == prefix && key.starts_with(k) && put {
                             doomed.insert(key.to_string());
@@ -208,11 +216,9 @@ impl NodeLayout {
             all.sort_by(|a, b| a.0.cmp(&b.0));
             return Ok(all);
         };
-        let keys: Vec<String> = {
-            let index = self.index();
-            let keys = index.get(node).into_iter().flatten();
-            keys.filter(|k| k.starts_with(start)).cloned().collect()
-        };
+        let keys: Vec<String> = Self::keys_under(&self.index(), node, start)
+            .cloned()
+            .collect();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             // Deleted since the index was read: not listed.
@@ -249,9 +255,7 @@ impl Backend for NodeLayout {
     fn count(&self, table: Table, prefix: &str) -> Result<u64, StoreError> {
         match (table, split_prefixed(prefix)) {
             (Table::Tasks, Some((node, start))) => {
-                let index = self.index();
-                let keys = index.get(node).into_iter().flatten();
-                Ok(keys.filter(|k| k.starts_with(start)).count() as u64)
+                Ok(Self::keys_under(&self.index(), node, start).count() as u64)
             }
             (Table::Tasks, None) => Ok(self.list_tasks(prefix)?.len() as u64),
             _ => self.inner.count(table, prefix),
