@@ -233,10 +233,9 @@ impl Manager {
     }
 
     /// Stores the submitted envelope (`event` makes it around the task as admitted) and admits
-    /// its task in one commit. Once it is
-    /// durable, `answer` gets the task as stored at once, on the store's writer thread, and
-    /// `then` runs on the manager; if it failed, the admission is undone and `answer` gets the
-    /// error, on the manager.
+    /// its task in one commit. Once it is durable, `answer` gets the task as stored at once, on
+    /// the store's writer thread, and `then` runs on the manager; if it failed, the admission is
+    /// undone and `answer` gets the error, on the manager.
     pub(super) fn commit_admission(
         &mut self,
         event: impl FnOnce(Task) -> TaskEvent,

@@ -236,7 +236,7 @@ mod tests {
     }
 
     /// A container that ends with nothing reported (a lost exit event) is found by the next
-    /// reconcile, which the running listing no longer vouches for it: the task fails with the
+    /// reconcile, since the running listing no longer shows it: the task fails with the
     /// container's exit code. One still running is left alone.
     #[actix_rt::test]
     async fn a_reconcile_finds_a_container_that_ended_unreported() {
