@@ -94,8 +94,10 @@ pub struct TaskBook {
     backoff: HashMap<TaskId, (Instant, Backoff)>,
     /// Nodes each task failed for good on (avoided when it is placed again).
     avoid: HashMap<TaskId, BTreeSet<String>>,
-    /// The last state changes of each task.
-    history: BTreeMap<TaskId, VecDeque<Transition>>,
+    /// The last state changes of each task, in arrival order: the tasks that change are the
+    /// recent ones, at the end the walks of this tree share (keyed by ID, each change walked
+    /// to a random leaf).
+    history: BTreeMap<Order, VecDeque<Transition>>,
 }
 
 /// The first wait before placing again a task that a node failed to take.
@@ -125,18 +127,27 @@ impl TaskBook {
 
     /// [`TaskBook::apply`], returning the version of the task the change replaced.
     fn replace(&mut self, change: &Change) -> Option<Task> {
-        let old = self.tasks.remove(&change.task);
+        let old = match &change.after {
+            Some(task) => self.tasks.insert(task.id, task.clone()),
+            None => self.tasks.remove(&change.task),
+        };
         match (&old, &change.after) {
             (Some(old), Some(new)) => self.reindex(old, new),
             (Some(old), None) => self.unindex(old),
             (None, Some(new)) => self.index(new),
             (None, None) => {}
         }
+        let was = old.as_ref().map(index::order);
         match &change.after {
             Some(task) => {
-                self.tasks.insert(task.id, task.clone());
+                let key = index::order(task);
+                if let Some(was) = was.filter(|was| *was != key)
+                    && let Some(moved) = self.history.remove(&was)
+                {
+                    self.history.insert(key, moved);
+                }
                 if change.from != change.to {
-                    let history = self.history.entry(task.id).or_default();
+                    let history = self.history.entry(key).or_default();
                     if history.len() == HISTORY {
                         history.pop_front();
                     }
@@ -152,7 +163,9 @@ impl TaskBook {
                 }
             }
             None => {
-                self.history.remove(&change.task);
+                if let Some(was) = was {
+                    self.history.remove(&was);
+                }
             }
         }
         old
@@ -160,8 +173,9 @@ impl TaskBook {
 
     /// The last state changes of task `id` (since the manager started), oldest first.
     pub fn history(&self, id: &TaskId) -> Vec<Transition> {
-        self.history
+        self.tasks
             .get(id)
+            .and_then(|task| self.history.get(&index::order(task)))
             .map(|h| h.iter().cloned().collect())
             .unwrap_or_default()
     }
@@ -197,6 +211,7 @@ impl TaskBook {
     pub fn undo_admission(&mut self, change: &Change) {
         if let Some(old) = self.tasks.remove(&change.task) {
             self.unindex(&old);
+            self.history.remove(&index::order(&old));
         }
         self.unwritten.done(&change.task, None);
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Order, TaskBook};
 use crate::task::Task;
 
-fn order(task: &Task) -> Order {
+pub(super) fn order(task: &Task) -> Order {
     let at = task.submit_time.and_then(|t| t.timestamp_nanos_opt());
     (at.unwrap_or(0), task.id)
 }

@@ -111,6 +111,7 @@ fn a_failed_admission_leaves_no_trace() {
     let change = book.admit(task("web"), at(0)).unwrap();
     book.undo_admission(&change);
     assert!(book.working(&change.task).is_none());
+    assert!(book.history.is_empty(), "its history went with it");
     assert!(book.query(&TaskFilter::default()).unwrap().tasks.is_empty());
     // The name is free again.
     assert!(book.admit(task("web"), at(1)).is_ok());
@@ -326,7 +327,7 @@ fn a_task_s_history_keeps_its_last_state_changes_and_goes_with_it() {
     assert_eq!((last.node.as_deref(), last.placement), (Some("n1"), 1));
     let removed = book.remove(id).unwrap();
     book.written(&removed);
-    assert!(book.history(&id).is_empty());
+    assert!(book.history(&id).is_empty() && book.history.is_empty());
 }
 
 /// The indexes of `book`, to compare with those a load of the same tasks builds.
