@@ -197,7 +197,9 @@ impl Op {
 
     /// Stores `record`, replacing any with the same key.
     pub fn put<R: Record>(record: &R) -> Result<Op, StoreError> {
-        let value = serde_json::to_vec(record).map_err(|e| StoreError::Backend {
+        // Sized for a task (~600 bytes as JSON): one allocation, no growth on the way.
+        let mut value = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut value, record).map_err(|e| StoreError::Backend {
             operation: "encode",
             reason: e.to_string(),
         })?;

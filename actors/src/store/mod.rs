@@ -140,7 +140,22 @@ impl Record for crate::task::Task {
     const TABLE: Table = Table::Tasks;
     fn key(&self) -> String {
         let nanos = self.submit_time.and_then(|t| t.timestamp_nanos_opt());
-        format!("{:016x}.{}", nanos.unwrap_or(0).max(0), self.id)
+        let nanos = nanos.unwrap_or(0).max(0) as u64;
+        // Written by hand: `format!` was 1% of a busy manager's time, most of it in `fmt`.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut key = String::with_capacity(16 + 1 + uuid::fmt::Hyphenated::LENGTH);
+        key.extend(
+            (0..16)
+                .rev()
+                .map(|i| HEX[(nanos >> (4 * i)) as usize & 0xf] as char),
+        );
+        key.push('.');
+        key.push_str(
+            self.id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
+        key
     }
 }
 

@@ -491,3 +491,23 @@ fn a_write_that_never_reaches_a_commit_is_told_closed() {
     });
     assert_eq!(outcome.try_recv(), Ok(Err(StoreError::Closed)));
 }
+
+/// A task's key is `<submit nanos, 16 hex digits>.<id>`, as `format!` writes it, at the edges
+/// too (no submit time, a time before 1970, the largest time).
+#[test]
+fn a_task_key_is_its_submit_nanos_in_hex_then_its_id() {
+    use chrono::{DateTime, Utc};
+    let times = [
+        None,
+        Some(DateTime::<Utc>::UNIX_EPOCH),
+        DateTime::from_timestamp(-5, 0),
+        DateTime::from_timestamp(1_795_000_000, 123_456_789),
+        DateTime::from_timestamp_nanos(i64::MAX).into(),
+    ];
+    for time in times {
+        let mut t = task(1);
+        t.submit_time = time;
+        let nanos = time.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(0);
+        assert_eq!(t.key(), format!("{:016x}.{}", nanos.max(0), t.id));
+    }
+}
