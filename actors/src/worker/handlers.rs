@@ -12,7 +12,7 @@ use super::{
 };
 use crate::metrics::{GetStats, Stats};
 use crate::runtime::{ContainerExited, Inspect, ListManaged, Logs, Ping, Remove, Stop, Watch};
-use crate::store::{Batch, Op};
+use crate::store::Op;
 use crate::task::{Task, TaskState};
 use crate::telemetry::StopCause;
 
@@ -229,8 +229,8 @@ impl Handler<ForgetTask> for Worker {
             let key = crate::store::Record::key(&task);
             act.unwritten.begin(&id, Some(task));
             let ops = Op::put(&act.feed.head()).map(|head| vec![head, Op::delete::<Task>(key)]);
-            let store = act.store.clone();
-            let write = async move { store.send(Batch(ops?)).await? };
+            let write = ops.map(|ops| act.commit(ops));
+            let write = async move { write?.await };
             Either::Right(write.into_actor(act).map(move |res, act, _| {
                 act.unwritten.done(&id, None);
                 Ok(res?)

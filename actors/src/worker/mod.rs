@@ -35,7 +35,7 @@ use crate::runtime::{
     ContainerExited, ContainerInfo, DockerRuntime, Remove, RuntimeError, RuntimeHandle, SimEngine,
     SimRuntime, Start, Stop, Watch,
 };
-use crate::store::{Batch, Get, List, Op, Put, Store, StoreError};
+use crate::store::{Get, List, Op, OpenWriter, Put, Store, StoreError, Writer};
 use crate::task::{Task, TaskId, TaskMap, TaskState};
 use crate::telemetry::WorkerMetrics;
 use crate::unwritten::Unwritten;
@@ -98,8 +98,9 @@ struct Waiter {
 pub struct Worker {
     /// Settings.
     config: WorkerConfig,
-    /// Where every task and every change to it is written first.
-    store: Addr<Store>,
+    /// Where every task and every change to it is written first: the store's writer thread,
+    /// straight (its actor is used only to load the tasks at start).
+    writer: Writer,
     /// Docker or simulated.
     runtime: RuntimeHandle,
     /// Samples the machine for `GET /stats` (the worker adds its task count).
@@ -165,6 +166,7 @@ impl Worker {
             // The epoch is durable before any manager hears of it.
             store.send(Put(feed.head())).await??;
         }
+        let writer = store.send(OpenWriter).await?;
         let tasks = tasks.into_iter().collect();
         let build = move |ctx: &mut Context<Worker>| {
             let exits = ctx.address().recipient();
@@ -186,7 +188,7 @@ impl Worker {
             };
             Worker {
                 config,
-                store,
+                writer,
                 runtime,
                 metrics,
                 tasks,
@@ -230,10 +232,10 @@ impl Worker {
         }
         // Encoded here, so the store gets bytes rather than a copy of the task; sent now, so
         // writes reach the store in the order they were made.
-        let sent = Op::put(&task).map(|op| self.store.send(Batch(vec![op])));
+        let sent = Op::put(&task).map(|op| self.commit(vec![op]));
         let replaced = self.tasks.insert(id, task.clone());
         self.unwritten.begin(&id, replaced);
-        async move { sent?.await.map_err(StoreError::from).and_then(|r| r) }
+        async move { sent?.await }
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.ensure_health_tick(ctx);
@@ -256,6 +258,14 @@ impl Worker {
                     }
                 }
             })
+    }
+
+    /// Sends `ops` to the store's writer thread, to be committed together; resolves once they
+    /// are durable. Every write of the worker goes this way, so they commit in the order made.
+    fn commit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        let (tell, told) = oneshot::channel();
+        self.writer.write_then(ops, move |res| drop(tell.send(res)));
+        async move { told.await.map_err(|_| StoreError::Closed)? }
     }
 
     /// Writes `task` in the background (for changes nobody waits on: a start finishing, a
