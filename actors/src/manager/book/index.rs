@@ -25,10 +25,7 @@ impl TaskBook {
         if let Some(node) = &task.node {
             self.by_node.entry(node.clone()).or_default().insert(key);
         }
-        self.by_name
-            .entry(task.name.clone())
-            .or_default()
-            .insert(key);
+        self.by_name.insert((task.name.clone(), key));
         if task.is_finished() {
             self.finished.insert(finished_order(task));
         } else {
@@ -58,8 +55,8 @@ impl TaskBook {
             }
         }
         if moved || old.name != new.name {
-            remove_from(&mut self.by_name, &old.name, &was);
-            self.by_name.entry(new.name.clone()).or_default().insert(is);
+            self.by_name.remove(&(old.name.clone(), was));
+            self.by_name.insert((new.name.clone(), is));
         }
         if !old.is_finished() && !new.is_finished() && old.name == new.name {
             // Still active under its name: the name stays its own.
@@ -90,7 +87,7 @@ impl TaskBook {
         if let Some(node) = &task.node {
             remove_from(&mut self.by_node, node, &key);
         }
-        remove_from(&mut self.by_name, &task.name, &key);
+        self.by_name.remove(&(task.name.clone(), key));
         if task.is_finished() {
             self.finished.remove(&finished_order(task));
         } else if self.active_names.get(&task.name) == Some(&task.id) {
@@ -105,5 +102,17 @@ fn remove_from<K: Ord>(map: &mut BTreeMap<K, BTreeSet<Order>>, key: &K, order: &
         if set.is_empty() {
             map.remove(key);
         }
+    }
+}
+
+impl TaskBook {
+    /// The tasks named `name`, in arrival order.
+    pub(super) fn named(&self, name: &str) -> BTreeSet<Order> {
+        let first = (name.to_string(), (i64::MIN, uuid::Uuid::nil()));
+        self.by_name
+            .range(first..)
+            .take_while(|(n, _)| n == name)
+            .map(|(_, order)| *order)
+            .collect()
     }
 }

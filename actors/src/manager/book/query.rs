@@ -45,6 +45,7 @@ impl TaskBook {
             None => None,
         };
         let empty = BTreeSet::new();
+        let named = filter.name.as_deref().map(|name| self.named(name));
         let mut candidates = vec![&self.all];
         if let Some(state) = filter.state {
             candidates.push(self.by_state.get(&state).unwrap_or(&empty));
@@ -52,8 +53,8 @@ impl TaskBook {
         if let Some(node) = &filter.node {
             candidates.push(self.by_node.get(node).unwrap_or(&empty));
         }
-        if let Some(name) = &filter.name {
-            candidates.push(self.by_name.get(name).unwrap_or(&empty));
+        if let Some(named) = &named {
+            candidates.push(named);
         }
         let smallest = candidates
             .into_iter()
