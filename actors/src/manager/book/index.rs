@@ -80,6 +80,16 @@ impl TaskBook {
         }
     }
 
+    /// The tasks named `name`, in arrival order.
+    pub(super) fn named(&self, name: &str) -> BTreeSet<Order> {
+        let first = (name.to_string(), (i64::MIN, uuid::Uuid::nil()));
+        self.by_name
+            .range(first..)
+            .take_while(|(n, _)| n == name)
+            .map(|(_, order)| *order)
+            .collect()
+    }
+
     pub(super) fn unindex(&mut self, task: &Task) {
         let key = order(task);
         self.all.remove(&key);
@@ -102,17 +112,5 @@ fn remove_from<K: Ord>(map: &mut BTreeMap<K, BTreeSet<Order>>, key: &K, order: &
         if set.is_empty() {
             map.remove(key);
         }
-    }
-}
-
-impl TaskBook {
-    /// The tasks named `name`, in arrival order.
-    pub(super) fn named(&self, name: &str) -> BTreeSet<Order> {
-        let first = (name.to_string(), (i64::MIN, uuid::Uuid::nil()));
-        self.by_name
-            .range(first..)
-            .take_while(|(n, _)| n == name)
-            .map(|(_, order)| *order)
-            .collect()
     }
 }
