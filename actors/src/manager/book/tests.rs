@@ -243,23 +243,18 @@ fn a_name_lists_every_task_that_bore_it_and_no_other() {
     admitted(&mut book, "web2", 1);
     admitted(&mut book, "we", 2);
     let second = admitted(&mut book, "web", 3);
-    let named = TaskFilter {
-        name: Some("web".into()),
+    assert_eq!(named(&book, "web"), [first, second]);
+    assert!(named(&book, "w").is_empty());
+}
+
+/// The IDs of the tasks a query by `name` lists, in order.
+fn named(book: &TaskBook, name: &str) -> Vec<TaskId> {
+    let filter = TaskFilter {
+        name: Some(name.into()),
         ..TaskFilter::default()
     };
-    let got: Vec<TaskId> = book
-        .query(&named)
-        .unwrap()
-        .tasks
-        .iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(got, [first, second]);
-    let none = TaskFilter {
-        name: Some("w".into()),
-        ..TaskFilter::default()
-    };
-    assert!(book.query(&none).unwrap().tasks.is_empty());
+    let page = book.query(&filter).unwrap();
+    page.tasks.iter().map(|t| t.id).collect()
 }
 
 #[test]
@@ -289,11 +284,7 @@ fn listing_filters_pages_and_keeps_arrival_order() {
         ..TaskFilter::default()
     };
     assert_eq!(book.query(&on_n2).unwrap().tasks[0].id, ids[3]);
-    let named = TaskFilter {
-        name: Some("t4".into()),
-        ..TaskFilter::default()
-    };
-    assert_eq!(book.query(&named).unwrap().tasks[0].id, ids[4]);
+    assert_eq!(named(&book, "t4"), [ids[4]]);
     // Pages of two, following the cursor.
     let mut page = book
         .query(&TaskFilter {
