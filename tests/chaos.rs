@@ -22,8 +22,6 @@ use cube_actors::resources::Resources;
 use cube_actors::runtime::SimEngine;
 use cube_actors::store::Store;
 use cube_actors::task::{Task, TaskEvent, TaskId, TaskState};
-use cube_actors::worker::exit::RestartBudget;
-use cube_actors::worker::health::HealthSettings;
 use cube_actors::worker::{RuntimeKind, Sync, Worker, WorkerConfig};
 
 /// A small deterministic generator (xorshift), so a seed replays a run.
@@ -63,21 +61,7 @@ struct Cluster {
 impl Cluster {
     async fn start_worker(&mut self, i: usize) {
         let node = &self.nodes[i];
-        let config = WorkerConfig {
-            name: node.name.clone(),
-            stop_timeout: Duration::ZERO,
-            reconcile_interval: Duration::from_millis(50),
-            capacity: self.capacity,
-            restarts: RestartBudget {
-                max_restarts: 3,
-                delay: Duration::from_millis(20),
-                window: Duration::from_secs(600),
-            },
-            health: HealthSettings::default(),
-            stop_after_disconnect: None,
-            in_process: true,
-            telemetry: Default::default(),
-        };
+        let config = WorkerConfig::test_node(node.name.clone(), self.capacity, 3);
         let (store, engine, metrics) = (
             node.store.clone(),
             self.engine.clone(),

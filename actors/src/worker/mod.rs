@@ -14,6 +14,7 @@
 //! started, Running tasks are looked up in the runtime and either watched again or marked as
 //! ended.
 
+mod config;
 pub mod exit;
 pub mod feed;
 mod handlers;
@@ -30,19 +31,17 @@ use tokio::sync::oneshot;
 
 use crate::backoff::Backoff;
 use crate::metrics::MetricsCollector;
-use crate::resources::Resources;
 use crate::runtime::{
     ContainerExited, ContainerInfo, DockerRuntime, Remove, RuntimeError, RuntimeHandle, SimEngine,
     SimRuntime, Start, Stop, Watch,
 };
 use crate::store::{Get, List, Op, OpenWriter, Put, Store, StoreError, Writer};
 use crate::task::{Task, TaskId, TaskMap, TaskState};
-use crate::telemetry::WorkerMetrics;
 use crate::unwritten::Unwritten;
-use exit::{ExitOutcome, RestartBudget, exit_outcome, short};
+pub use config::WorkerConfig;
+use exit::{ExitOutcome, exit_outcome, short};
 use feed::{Answer, Cursor, Feed, FeedHead};
 pub use handlers::Sample;
-use health::HealthSettings;
 pub use protocol::*;
 
 /// Which runtime a worker runs its tasks on.
@@ -61,31 +60,6 @@ pub enum RuntimeKind {
         /// restart workers); `None` for one of its own.
         engine: Option<SimEngine>,
     },
-}
-
-/// How a worker behaves.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// The worker's name, unique in the cluster; also the `cube.worker` label of its containers.
-    pub name: String,
-    /// How long a container gets to exit after SIGTERM before it is killed.
-    pub stop_timeout: Duration,
-    /// How often the worker compares its tasks with the runtime.
-    pub reconcile_interval: Duration,
-    /// What the worker offers to tasks (the scheduler's capacity for this node).
-    pub capacity: Resources,
-    /// How many times, and how soon, tasks are restarted in place by their policy.
-    pub restarts: RestartBudget,
-    /// When and how tasks' health checks run.
-    pub health: HealthSettings,
-    /// If set: once its manager has not synced for this long, the worker stops its tasks (for
-    /// tasks that must never run twice, when the manager may place them elsewhere meanwhile).
-    pub stop_after_disconnect: Option<Duration>,
-    /// One of the many nodes of a `cube up`: its start is routine (the start-up line counts
-    /// them), logged at debug unless it takes tasks back.
-    pub in_process: bool,
-    /// Where the worker counts container starts, stops, exits and health checks.
-    pub telemetry: WorkerMetrics,
 }
 
 /// A long poll of the feed waiting for a durable change.

@@ -243,31 +243,16 @@ mod tests {
         use crate::runtime::SimEngine;
         use crate::store::Store;
         use crate::task::Task;
-        use crate::worker::{
-            GetTask, RestartBudget, RunTask, RuntimeKind, WorkerConfig, health::HealthSettings,
-        };
+        use crate::worker::{GetTask, RunTask, RuntimeKind, WorkerConfig};
         use std::time::Duration;
 
         let engine = SimEngine::default();
-        let config = WorkerConfig {
-            name: "reconciled".into(),
-            stop_timeout: Duration::ZERO,
-            reconcile_interval: Duration::from_millis(50),
-            capacity: crate::resources::Resources {
-                cpu: 4.0,
-                memory: 1 << 30,
-                disk: 0,
-            },
-            restarts: RestartBudget {
-                max_restarts: 0,
-                delay: Duration::from_millis(20),
-                window: Duration::from_secs(600),
-            },
-            health: HealthSettings::default(),
-            stop_after_disconnect: None,
-            in_process: true,
-            telemetry: Default::default(),
+        let capacity = crate::resources::Resources {
+            cpu: 4.0,
+            memory: 1 << 30,
+            disk: 0,
         };
+        let config = WorkerConfig::test_node("reconciled", capacity, 0);
         let runtime = RuntimeKind::Sim {
             known_images: None,
             engine: Some(engine.clone()),
