@@ -140,7 +140,6 @@ impl Manager {
         reply: SyncReply,
         ctx: &mut Context<Self>,
     ) -> Arc<AtomicBool> {
-        let reported: HashSet<TaskId> = reply.tasks.iter().map(|t| t.id).collect();
         let failed = Arc::new(AtomicBool::new(false));
         self.collecting = Some(Arc::clone(&failed));
         for task in &reply.tasks {
@@ -148,6 +147,7 @@ impl Manager {
         }
         self.collecting = None;
         if reply.full {
+            let reported: HashSet<TaskId> = reply.tasks.iter().map(|t| t.id).collect();
             // Routine for a node with nothing on it (every node of a fresh `cube up`).
             let level = if reply.tasks.is_empty() {
                 log::Level::Debug
