@@ -11,7 +11,7 @@ use actix::Addr;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use cube::config::{ManagerSettings, RuntimeChoice, StoreChoice};
 use cube_actors::store::{Count, Store};
-use cube_actors::task::TaskEvent;
+use cube_actors::task::StoredEvent;
 use serde_json::{Value, json};
 use support::*;
 
@@ -248,7 +248,7 @@ async fn finished_tasks_beyond_the_retention_are_pruned_on_manager_and_worker() 
         let (_, on_manager) = get(&format!("{base}/tasks")).await;
         let (_, on_worker) = get(&format!("{worker}/tasks")).await;
         let events = manager
-            .send(Count::<TaskEvent>::all())
+            .send(Count::<StoredEvent>::all())
             .await
             .unwrap()
             .unwrap();

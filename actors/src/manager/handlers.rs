@@ -18,7 +18,7 @@ use crate::remote_worker::WorkerHandle;
 use crate::resources::Resources;
 use crate::runtime::LogQuery;
 use crate::scheduler::actor::{Release, Snapshot};
-use crate::task::{Desired, Task, TaskEvent, TaskId};
+use crate::task::{Desired, StoredEvent, Task, TaskEvent, TaskId};
 use crate::telemetry::Submission;
 use crate::worker::{StopTask, TaskLogs, Worker, WorkerError};
 
@@ -78,7 +78,7 @@ impl Manager {
         ctx: &mut Context<Self>,
         answer: impl Fn(Result<Task, ManagerError>) + Clone + Send + 'static,
     ) {
-        // The envelope is stored with the task as admitted (see `commit_admission`).
+        // The envelope is stored beside the task as admitted (see `commit_admission`).
         let TaskEvent {
             id: event_id,
             state,
@@ -114,12 +114,7 @@ impl Manager {
             Err(e) => return answer(Err(e.into())),
         };
         let id = change.task;
-        let envelope = |task| TaskEvent {
-            id: event_id,
-            state,
-            timestamp,
-            task,
-        };
+        let envelope = |task: &Task| StoredEvent::of(event_id, state, timestamp, task);
         self.commit_admission(envelope, change, ctx, answer, move |act, ctx| {
             act.place(id, ctx)
         });

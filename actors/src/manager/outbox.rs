@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use super::turn::Resume;
 use super::{Change, Manager, ManagerError};
 use crate::store::{Op, StoreError, events_of};
-use crate::task::{Task, TaskEvent};
+use crate::task::{StoredEvent, Task};
 
 /// What runs on the manager once a write is durable (or failed).
 type Then = dyn FnOnce(&mut Manager, Result<(), ManagerError>, &mut Context<Manager>) + Send;
@@ -172,7 +172,7 @@ impl Manager {
     ) {
         let ops = vec![
             Op::delete::<Task>(crate::store::Record::key(task)),
-            Op::delete_prefix::<TaskEvent>(events_of(task)),
+            Op::delete_prefix::<StoredEvent>(events_of(task)),
         ];
         let name = task.name.clone();
         self.queue_write(
@@ -232,23 +232,22 @@ impl Manager {
         });
     }
 
-    /// Stores the submitted envelope (`event` makes it around the task as admitted) and admits
+    /// Stores the submitted envelope (`event` makes it, naming the task as admitted) and admits
     /// its task in one commit. Once it is durable, `answer` gets the task as stored at once, on
     /// the store's writer thread, and `then` runs on the manager; if it failed, the admission is
     /// undone and `answer` gets the error, on the manager.
     pub(super) fn commit_admission(
         &mut self,
-        event: impl FnOnce(Task) -> TaskEvent,
+        event: impl FnOnce(&Task) -> StoredEvent,
         change: Change,
         ctx: &Context<Self>,
         answer: impl Fn(Result<Task, ManagerError>) + Clone + Send + 'static,
         then: impl FnOnce(&mut Manager, &mut Context<Manager>) + Send + 'static,
     ) {
-        let event = event(change.after.clone().expect("an admission has a task"));
-        let ops = Op::put(&event).and_then(|e| Ok(vec![e, Op::put(&event.task)?]));
+        let task = change.after.clone().expect("an admission has a task");
+        let ops = Op::put(&event(&task)).and_then(|e| Ok(vec![e, Op::put(&task)?]));
         if ops.is_ok() {
             let answer = answer.clone();
-            let task = event.task;
             self.outbox.early.push(Box::new(move || answer(Ok(task))));
         }
         self.queue_write(

@@ -119,7 +119,7 @@ impl LmdbBackend {
         let mut wtxn = self.env.write_txn().map_err(|e| self.fail("write", e))?;
         if from < 2 {
             self.rekey::<crate::task::Task>(&mut wtxn)?;
-            self.rekey::<crate::task::TaskEvent>(&mut wtxn)?;
+            self.rekey::<crate::task::StoredEvent>(&mut wtxn)?;
         }
         self.meta
             .put(

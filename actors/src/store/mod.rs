@@ -139,32 +139,46 @@ pub trait Record: Serialize + DeserializeOwned + Send + Unpin + 'static {
 impl Record for crate::task::Task {
     const TABLE: Table = Table::Tasks;
     fn key(&self) -> String {
-        let nanos = self.submit_time.and_then(|t| t.timestamp_nanos_opt());
-        let nanos = nanos.unwrap_or(0).max(0) as u64;
-        // Written by hand: `format!` was 1% of a busy manager's time, most of it in `fmt`.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut key = String::with_capacity(16 + 1 + uuid::fmt::Hyphenated::LENGTH);
-        key.extend(
-            (0..16)
-                .rev()
-                .map(|i| HEX[(nanos >> (4 * i)) as usize & 0xf] as char),
-        );
-        key.push('.');
+        task_key(self.submit_time, &self.id)
+    }
+}
+
+/// The key of the task with this submit time and ID (see [`Record::key`] for tasks).
+fn task_key(
+    submit_time: Option<chrono::DateTime<chrono::Utc>>,
+    id: &crate::task::TaskId,
+) -> String {
+    let nanos = submit_time.and_then(|t| t.timestamp_nanos_opt());
+    let nanos = nanos.unwrap_or(0).max(0) as u64;
+    // Written by hand: `format!` was 1% of a busy manager's time, most of it in `fmt`.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(16 + 1 + uuid::fmt::Hyphenated::LENGTH);
+    key.extend(
+        (0..16)
+            .rev()
+            .map(|i| HEX[(nanos >> (4 * i)) as usize & 0xf] as char),
+    );
+    key.push('.');
+    key.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    key
+}
+
+/// Events are keyed `<task key>/<event id>`: in arrival order too, and a task's events are
+/// removed with it (by prefix, see [`events_of`]).
+impl Record for crate::task::StoredEvent {
+    const TABLE: Table = Table::Events;
+    fn key(&self) -> String {
+        let mut key = task_key(self.task.submit_time, &self.task.id);
+        key.push('/');
         key.push_str(
             self.id
                 .hyphenated()
                 .encode_lower(&mut uuid::Uuid::encode_buffer()),
         );
         key
-    }
-}
-
-/// Events are keyed `<task key>/<event id>`: in arrival order too, and a task's events are
-/// removed with it (by prefix, see [`events_of`]).
-impl Record for crate::task::TaskEvent {
-    const TABLE: Table = Table::Events;
-    fn key(&self) -> String {
-        format!("{}/{}", self.task.key(), self.id)
     }
 }
 

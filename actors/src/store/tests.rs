@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use futures_util::future::join_all;
 
 use super::*;
-use crate::task::{Task, TaskEvent, TaskState};
+use crate::task::{StoredEvent, Task, TaskEvent, TaskState};
 
 fn task(i: usize) -> Task {
     let mut t = Task::new(format!("task-{i}"), "cube/echo:latest");
@@ -41,10 +41,14 @@ async fn basic_suite(store: Addr<Store>) {
     assert!(listed.contains(&a2) && listed.contains(&b));
 
     // Tables are separate: an event does not show up among tasks.
-    let event = TaskEvent::run(a.clone());
+    let event = submitted(&a);
     store.send(Put(event.clone())).await.unwrap().unwrap();
     assert_eq!(
-        store.send(List::<TaskEvent>::all()).await.unwrap().unwrap(),
+        store
+            .send(List::<StoredEvent>::all())
+            .await
+            .unwrap()
+            .unwrap(),
         vec![event]
     );
     assert_eq!(store.send(Count::<Task>::all()).await.unwrap().unwrap(), 2);
@@ -256,7 +260,7 @@ async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_inta
     assert_eq!(nodes[0].address, "http://127.0.0.1:5556");
     assert_eq!(
         store
-            .send(Count::<TaskEvent>::all())
+            .send(Count::<StoredEvent>::all())
             .await
             .unwrap()
             .unwrap(),
@@ -270,9 +274,9 @@ async fn a_data_dir_of_format_1_is_migrated_with_its_tasks_events_and_nodes_inta
         .unwrap()
         .unwrap();
     assert_eq!(by_key.as_ref(), Some(&tasks[1]));
-    let ops = vec![Op::delete_prefix::<TaskEvent>(events_of(&tasks[0]))];
+    let ops = vec![Op::delete_prefix::<StoredEvent>(events_of(&tasks[0]))];
     store.send(Batch(ops)).await.unwrap().unwrap();
-    let events: Vec<TaskEvent> = store.send(List::all()).await.unwrap().unwrap();
+    let events: Vec<StoredEvent> = store.send(List::all()).await.unwrap().unwrap();
     assert_eq!(events.len(), 2);
     assert!(events.iter().all(|e| e.task.id != tasks[0].id));
     store.send(Close).await.unwrap();
@@ -297,14 +301,8 @@ async fn shared_suite(kind: StoreKind, nodes: bool) {
     basic_suite(two.clone()).await;
     let t = task(7);
     one.send(Put(t.clone())).await.unwrap().unwrap();
-    one.send(Put(TaskEvent::run(t.clone())))
-        .await
-        .unwrap()
-        .unwrap();
-    two.send(Put(TaskEvent::run(t.clone())))
-        .await
-        .unwrap()
-        .unwrap();
+    one.send(Put(submitted(&t))).await.unwrap().unwrap();
+    two.send(Put(submitted(&t))).await.unwrap().unwrap();
     let on_one = one.send(List::<Task>::all()).await.unwrap().unwrap();
     let on_two = two.send(List::<Task>::all()).await.unwrap().unwrap();
     assert_eq!(on_one.len(), on_two.len() + 1, "{on_one:?} / {on_two:?}");
@@ -321,14 +319,14 @@ async fn shared_suite(kind: StoreKind, nodes: bool) {
         let store = store.clone();
         async move {
             store
-                .send(Count::<TaskEvent>::all())
+                .send(Count::<StoredEvent>::all())
                 .await
                 .unwrap()
                 .unwrap()
         }
     };
     let (before_one, before_two) = (count(&one).await, count(&two).await);
-    let ops = vec![Op::delete_prefix::<TaskEvent>(events_of(&t))];
+    let ops = vec![Op::delete_prefix::<StoredEvent>(events_of(&t))];
     one.send(Batch(ops)).await.unwrap().unwrap();
     assert_eq!(count(&one).await, before_one - 1);
     assert_eq!(count(&two).await, before_two);
@@ -510,4 +508,25 @@ fn a_task_key_is_its_submit_nanos_in_hex_then_its_id() {
         let nanos = time.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(0);
         assert_eq!(t.key(), format!("{:016x}.{}", nanos.max(0), t.id));
     }
+}
+
+/// The stored envelope of a fresh submission of `task`.
+fn submitted(task: &Task) -> StoredEvent {
+    let event = TaskEvent::run(task.clone());
+    StoredEvent::of(event.id, event.state, event.timestamp, task)
+}
+
+#[test]
+fn an_envelope_stored_with_its_whole_task_reads_as_one_naming_it_under_the_same_key() {
+    let mut task = Task::new("web", "cube/echo:latest");
+    task.submit_time = Some(chrono::Utc::now());
+    let whole = TaskEvent::run(task.clone());
+    let old: StoredEvent = serde_json::from_slice(&serde_json::to_vec(&whole).unwrap()).unwrap();
+    let new = StoredEvent::of(whole.id, whole.state, whole.timestamp, &task);
+    assert_eq!(old, new);
+    assert_eq!(old.key(), format!("{}/{}", task.key(), whole.id));
+    assert!(old.key().starts_with(&events_of(&task)));
+    // What is written now names the task and holds none of its specification.
+    let written = String::from_utf8(serde_json::to_vec(&new).unwrap()).unwrap();
+    assert!(!written.contains("cube/echo"), "{written}");
 }

@@ -448,6 +448,51 @@ pub struct TaskEvent {
     pub task: Task,
 }
 
+/// A submission as the manager stores it (the book's `EventDb`): the envelope of a
+/// [`TaskEvent`], its task named rather than copied. The task is stored under its own key and its
+/// specification never changes, so a second copy of it per submission (the larger half of the
+/// store's bytes) told nothing. A record written with the whole task inside reads as this too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StoredEvent {
+    /// The event's identity.
+    #[serde(rename = "ID")]
+    pub id: Uuid,
+    /// The state the sender asked for.
+    pub state: TaskState,
+    /// When the event was made.
+    pub timestamp: DateTime<Utc>,
+    /// The task concerned.
+    pub task: TaskRef,
+}
+
+/// A task named by what makes its store key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskRef {
+    /// The task's ID.
+    #[serde(rename = "ID")]
+    pub id: TaskId,
+    /// When it was admitted.
+    pub submit_time: Option<DateTime<Utc>>,
+}
+
+impl StoredEvent {
+    /// The stored form of the event with this `id`, `state` and `timestamp` about `task` as
+    /// admitted.
+    pub fn of(id: Uuid, state: TaskState, timestamp: DateTime<Utc>, task: &Task) -> StoredEvent {
+        StoredEvent {
+            id,
+            state,
+            timestamp,
+            task: TaskRef {
+                id: task.id,
+                submit_time: task.submit_time,
+            },
+        }
+    }
+}
+
 fn running() -> TaskState {
     TaskState::Running
 }
