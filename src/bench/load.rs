@@ -281,20 +281,40 @@ async fn offered(
 async fn fill_history(args: &BenchArgs, base: &str, n: usize) -> anyhow::Result<()> {
     let posted = fill(&format!("{base}/tasks"), args.connections, n, "history").await?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let times = task_times(base).await?;
-        let started = times
-            .values()
-            .filter(|(name, _, start)| name.starts_with("history-") && start.is_some())
-            .count();
-        if started >= posted {
-            return Ok(());
-        }
+    // Until every task has finished (the history's and the earlier phases'): the next floor
+    // and loop then measure a cluster at rest, not the tail of this fill.
+    while !quiet(base).await? {
         if Instant::now() > deadline {
-            bail!("the history's tasks did not all run within 10 minutes");
+            bail!("the cluster's tasks did not all finish within 10 minutes");
         }
         actix_web::rt::time::sleep(Duration::from_secs(1)).await;
     }
+    let ran = task_times(base)
+        .await?
+        .values()
+        .filter(|(name, _, start)| name.starts_with("history-") && start.is_some())
+        .count();
+    if ran < posted {
+        bail!("{} of the history's {posted} tasks never ran", posted - ran);
+    }
+    Ok(())
+}
+
+/// Whether no task of the cluster at `base` is Pending, Scheduled or Running.
+async fn quiet(base: &str) -> anyhow::Result<bool> {
+    let client = client(Duration::from_secs(60));
+    for state in ["Pending", "Scheduled", "Running"] {
+        let mut r = client
+            .get(format!("{base}/tasks?state={state}&limit=1"))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("listing {state} tasks: {e}"))?;
+        let page: Vec<Value> = r.json().await.context("a page of tasks")?;
+        if !page.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Runs the load benchmark on each store asked for.
@@ -321,8 +341,9 @@ pub async fn run(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The phases of one store's run, against the cluster at `base`.
-async fn measure(args: &BenchArgs, base: &str) -> anyhow::Result<()> {
+/// The floor: the bench's clients against `GET /health` of the cluster at `base`, reported;
+/// its rate.
+async fn health_floor(args: &BenchArgs, base: &str, phase: &str) -> anyhow::Result<f64> {
     let duration = Duration::from_secs(args.seconds);
     let (url, connections) = (format!("{base}/health"), args.connections);
     let health =
@@ -336,10 +357,16 @@ async fn measure(args: &BenchArgs, base: &str) -> anyhow::Result<()> {
     let floor = health.rate();
     println!(
         "  {:<26} GET /health {:>8.0}/s, {}",
-        "floor",
+        phase,
         floor,
         percentiles(health.ok_latency.clone())
     );
+    Ok(floor)
+}
+
+/// The phases of one store's run, against the cluster at `base`.
+async fn measure(args: &BenchArgs, base: &str) -> anyhow::Result<()> {
+    let floor = health_floor(args, base, "floor").await?;
     let fresh = submissions(args, base, "closed", floor).await?;
     if !args.no_open_loop {
         let half = args.rate.unwrap_or(fresh / 2.0).max(1.0);
@@ -350,11 +377,15 @@ async fn measure(args: &BenchArgs, base: &str) -> anyhow::Result<()> {
     if args.history > 0 {
         fill_history(args, base, args.history).await?;
         println!("  with {} finished tasks in the history:", args.history);
-        let loaded = submissions(args, base, "closed-history", floor).await?;
+        // Measured again: the machine's speed moves between phases minutes apart, and the
+        // second ratio says how much of a change was the machine's.
+        let again = health_floor(args, base, "floor again").await?;
+        let loaded = submissions(args, base, "closed-history", again).await?;
         println!(
-            "  {:<26} submit→Running with history / fresh: {:.2}",
+            "  {:<26} submit→Running with history / fresh: {:.2} ({:.2} as ratios to their floors)",
             "",
-            loaded / fresh
+            loaded / fresh,
+            (loaded / again) / (fresh / floor)
         );
     }
     Ok(())
