@@ -159,11 +159,16 @@ fn task_key(
             .map(|i| HEX[(nanos >> (4 * i)) as usize & 0xf] as char),
     );
     key.push('.');
+    push_id(&mut key, id);
+    key
+}
+
+/// Appends `id` to `key`, hyphenated, lower case (as `Display` writes it, without `fmt`).
+fn push_id(key: &mut String, id: &uuid::Uuid) {
     key.push_str(
         id.hyphenated()
             .encode_lower(&mut uuid::Uuid::encode_buffer()),
     );
-    key
 }
 
 /// Events are keyed `<task key>/<event id>`: in arrival order too, and a task's events are
@@ -173,11 +178,7 @@ impl Record for crate::task::StoredEvent {
     fn key(&self) -> String {
         let mut key = task_key(self.task.submit_time, &self.task.id);
         key.push('/');
-        key.push_str(
-            self.id
-                .hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
+        push_id(&mut key, &self.id);
         key
     }
 }
